@@ -1,0 +1,3 @@
+"""fr_shield: protect faces in photos from unauthorised face recognition."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""Model registry: name -> (spec, constructor), after timm's pattern.
+
+Each built-in model lives in its own module that defines ``SPEC`` (a ``ModelSpec``) and
+``build(cache_dir=None) -> torch.nn.Module``. Modules are imported only when their model is
+asked for. ``onnx:<path>`` names a user's own ONNX model described by a spec file beside it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from fr_shield.models.spec import ModelSpec
+
+BUILTIN: dict[str, str] = {
+    "sface": "fr_shield.models.sface",
+    "dlib_resnet": "fr_shield.models.dlib_resnet",
+    "facenet_casia": "fr_shield.models.facenet",
+}
+ONNX_PREFIX = "onnx:"
+
+
+def available() -> list[str]:
+    return sorted(BUILTIN)
+
+
+def _module_for(name: str):
+    if name not in BUILTIN:
+        raise KeyError(
+            f"unknown face-recognition model '{name}'; available: {', '.join(available())}, "
+            f"or {ONNX_PREFIX}<path to .onnx> with a spec file beside it"
+        )
+    return importlib.import_module(BUILTIN[name])
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name.startswith(ONNX_PREFIX):
+        from fr_shield.models import onnx_user
+
+        return onnx_user.load_spec(Path(name[len(ONNX_PREFIX):]))
+    return _module_for(name).SPEC
+
+
+def create(name: str, cache_dir: str | Path | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A frozen model in eval mode with ``.spec`` set; gradients still flow to its input."""
+    if name.startswith(ONNX_PREFIX):
+        from fr_shield.models import onnx_user
+
+        model = onnx_user.build(Path(name[len(ONNX_PREFIX):]))
+    else:
+        model = _module_for(name).build(cache_dir)
+    model.spec = get_spec(name)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.to(device)
