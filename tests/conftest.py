@@ -1,0 +1,56 @@
+"""Shared fixtures: real data and weights where the machine has them.
+
+Tests marked ``real`` use the real weights and the LFW / Glint24 folders beside the project.
+On a developer machine without the data they skip with a reason; under CI (``CI=true``) a
+missing folder is a failure, so a broken CI set-up cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fr_shield import weights
+from fr_shield.paths import data_root
+from fr_shield.runtime import configure_torch
+
+configure_torch()
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        message = f"{what} not found at {path} (set FR_SHIELD_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lfw_root() -> Path:
+    return _require(data_root() / "lfw-deepfunneled", "LFW")
+
+
+@pytest.fixture(scope="session")
+def glint_root() -> Path:
+    return _require(data_root() / "glint24-aligned", "Glint24 sample")
+
+
+@pytest.fixture(scope="session")
+def weight_cache() -> Path:
+    folder = weights.default_cache_dir()
+    missing = [w.filename for w in weights.WEIGHTS.values() if not (folder / w.filename).exists()]
+    if missing:
+        message = f"weights missing from {folder}: {missing}; run `python -m fr_shield.weights fetch`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
