@@ -1,0 +1,80 @@
+"""``python -m fr_shield.run``: one benchmark job (attack x transform family), Hydra-configured.
+
+    python -m fr_shield.run                                  # clean baseline on LFW
+    python -m fr_shield.run attack=none blur=median,box -m   # "Clean + blur" rows, two jobs
+
+Each job writes ``results.csv`` (and ``summary.json``) in its Hydra output folder and logs the
+tables to MLflow; a multirun's jobs are child runs of one parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from fr_shield.benchmark import BenchmarkPlan, describe, locate_faces, run_benchmark
+from fr_shield.config import register_configs
+from fr_shield.data import DataConfig, load_split
+from fr_shield.errors import FrShieldError
+from fr_shield.face_index import FaceIndex
+from fr_shield.paths import cache_root
+from fr_shield.runtime import configure_torch, resolve_device
+from fr_shield.tracking import log_job, pivots
+
+log = logging.getLogger("fr_shield.run")
+register_configs()
+
+
+def _data_config(config: DictConfig) -> DataConfig:
+    values = OmegaConf.to_container(config.data, resolve=True)
+    values.pop("pre_aligned", None)
+    return DataConfig(**values)
+
+
+def job(config: DictConfig) -> Path:
+    configure_torch()
+    started = time.perf_counter()
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    cache = Path(config.cache_dir) if config.cache_dir else cache_root()
+    split = load_split(_data_config(config))
+    index = None if config.data.pre_aligned else FaceIndex(cache / "faces.json")
+    located = locate_faces(split, index, config.data.pre_aligned)
+    summary = describe(located)
+    log.info("data: %s", summary)
+    if config.attack.name != "none":
+        raise FrShieldError(f"attack '{config.attack.name}' is not implemented yet; use attack=none")
+    plan = BenchmarkPlan(config.attack.name, config.blur.name, list(config.blur.levels), list(config.eval.models),
+                         config.eval.batch_size, tuple(config.eval.ranks))
+    table = run_benchmark(located, plan, resolve_device(config.device), None, config.weights_dir,
+                          cache / "embeddings", config.progress)
+    table.to_csv(output_dir / "results.csv", index=False)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    for key, pivot in pivots(table).items():
+        log.info("%s (%%)\n%s", key, pivot.to_string())
+    if config.logger.enabled:
+        hydra_config = HydraConfig.get()
+        sweep_dir = hydra_config.sweep.dir if hydra_config.mode.name == "MULTIRUN" else None
+        run_id = log_job(table, config, output_dir, list(hydra_config.overrides.task), sweep_dir)
+        log.info("logged to MLflow run %s", run_id)
+    return output_dir / "results.csv"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(config: DictConfig) -> None:
+    try:
+        job(config)
+    except FrShieldError as error:
+        log.error("%s", error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
