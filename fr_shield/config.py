@@ -35,10 +35,33 @@ class EvalConfig:
 
 
 @dataclass
+class BranchConfig:
+    kind: str = "identity"  # identity | gaussian | median | box
+    kernel_size: int = 1
+    sigma: float | None = None  # gaussian only; None: OpenCV's rule for the kernel size
+
+
+@dataclass
 class AttackConfig:
-    """Which protection the protected identities' gallery photos receive (``none``: clean)."""
+    """Which protection the protected identities' gallery photos receive (``none``: clean).
+
+    Defaults are LowKey's reference settings (DESIGN.md section 2).
+    """
 
     name: str = "none"
+    surrogates: list[str] = field(default_factory=lambda: ["sface", "dlib_resnet", "facenet_casia"])
+    branches: list[BranchConfig] = field(default_factory=lambda: [BranchConfig()])
+    normaliser: str = "norm"  # norm: /|f| (LowKey's code); norm_squared: /|f|^2 (the study's "ours")
+    optimiser: str = "signed"  # signed | adam
+    steps: int = 50
+    step_size: float = 0.0025
+    init_noise: float = 0.005
+    linf: float | None = None  # hard L-infinity bound; None: unbounded (LowKey's LPIPS variant)
+    alpha: float = 0.05  # weight of the perceptual penalty (re-tune: ST-LPIPS, not AlexNet-LPIPS)
+    lpips_backbone: str = "alex"
+    faces: str = "all"  # all | first (LowKey protects only the first detected face)
+    batch_size: int = 8
+    seed: int = 0
 
 
 @dataclass

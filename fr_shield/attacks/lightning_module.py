@@ -1,0 +1,68 @@
+"""Lightning wrapper: the surrogate ensemble and the attack optimiser as one LightningModule.
+
+``Trainer.predict`` runs the attack on each batch in ``predict_step``; Lightning supplies device
+placement, precision and the progress bar. Predict runs under ``torch.inference_mode`` by
+default, which forbids the gradients the attack needs: the Trainer must be built with
+``inference_mode=False`` (``make_trainer`` does).
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fr_shield.attacks.attack import ProtectionAttack
+
+
+class PhotoBatchDataset(Dataset):
+    """Pre-grouped batches of same-sized photos: ``(keys, images [B,3,H,W], faces per image)``."""
+
+    def __init__(self, batches: list[tuple[list, torch.Tensor, list]]):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        return self.batches[index]
+
+
+class ProtectionModule(L.LightningModule):
+    def __init__(self, attack: ProtectionAttack):
+        super().__init__()
+        self.attack = attack
+        # Registered as a submodule so Lightning moves the surrogates and LPIPS to the device.
+        self.objective = attack.objective
+        self._steps_logged = 0
+
+    def predict_step(self, batch, batch_idx: int):
+        keys, images, faces = batch
+        started = time.perf_counter()
+        with torch.enable_grad():
+            result = self.attack(images, faces, on_step=self._log_step)
+        seconds = time.perf_counter() - started
+        return {"keys": keys, "protected": result.protected.cpu(), "objective": result.objective,
+                "lpips": result.lpips, "seconds_per_image": seconds / max(len(keys), 1)}
+
+    def _log_step(self, step: int, value: torch.Tensor, parts: dict) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics({"attack/objective": float(value.mean()),
+                                     "attack/lpips": float(parts["lpips"].mean())}, step=self._steps_logged)
+        self._steps_logged += 1
+
+
+def make_trainer(device: torch.device, progress: bool = True, logger=None) -> L.Trainer:
+    return L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, inference_mode=False,
+        logger=logger if logger is not None else False, enable_progress_bar=progress,
+        enable_model_summary=False, enable_checkpointing=False,
+    )
+
+
+def run_protection(module: ProtectionModule, batches: list, device: torch.device, progress: bool = True,
+                   logger=None) -> list[dict]:
+    loader = DataLoader(PhotoBatchDataset(batches), batch_size=None, shuffle=False)
+    return make_trainer(device, progress, logger).predict(module, loader)

@@ -1,0 +1,108 @@
+"""The protection attack on tiny random networks: behaviour, formulas, budget, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fr_shield.attacks import Branch, ProtectionAttack, ProtectionObjective
+from fr_shield.attacks.attack import OptimiserSettings
+from fr_shield.models.spec import ARCFACE_112
+from tiny_models import ChannelMean, TinyFR
+
+FACE = (ARCFACE_112 * 0.8 + 30).astype(np.float32)  # a face well inside a 160 x 160 photo
+
+
+def photo(seed: int = 0, size: int = 160) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 10, 10, generator=generator), size=size, mode="bilinear")
+    return smooth.clamp(0, 1)
+
+
+def tiny_attack(steps=20, branches=(Branch(),), linf=None, optimiser="signed", seed=0, step_size=0.01):
+    objective = ProtectionObjective([TinyFR(0), TinyFR(1, size=40, name="tiny40")], list(branches), "norm", alpha=0.0)
+    return ProtectionAttack(objective, OptimiserSettings(optimiser, steps, step_size, 0.005, linf, seed))
+
+
+@pytest.mark.parametrize("optimiser", ["signed", "adam"])
+def test_objective_rises(optimiser):
+    result = tiny_attack(optimiser=optimiser, branches=(Branch(), Branch("gaussian", 7, 3.0)))(photo(), [[FACE]])
+    values = [step[0] for step in result.objective]
+    assert values[-1] > 3 * values[0]
+    assert np.mean(np.diff(values) > 0) > 0.8  # rises (nearly) every step
+
+
+@pytest.mark.parametrize("normaliser, power", [("norm", 1), ("norm_squared", 2)])
+@pytest.mark.parametrize("branches", [(Branch(),), (Branch(), Branch("box", 5)), (Branch(), Branch("median", 3), Branch("gaussian", 7, 3.0))])
+def test_objective_matches_hand_computation(normaliser, power, branches):
+    """Constant photo 0.5 shifted by c: every branch sees a shift of c in all 3 channel means."""
+    clean = torch.full((1, 3, 160, 160), 0.5)
+    shift = 0.04
+    objective = ProtectionObjective([ChannelMean(), ChannelMean(48)], list(branches), normaliser, alpha=0.0)
+    targets = objective.targets(clean, [[FACE]])
+    value, parts = objective(clean + shift, clean, [[FACE]], targets)
+    expected = 3 * shift**2 / np.sqrt(3 * 0.25) ** power
+    assert value.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_objective_averages_faces_and_subtracts_penalty():
+    clean = torch.full((1, 3, 160, 160), 0.5)
+
+    class Penalty(torch.nn.Module):  # a stand-in perceptual metric: 0.1 for every pair
+        def forward(self, x, y):
+            return torch.full((x.shape[0],), 0.1)
+
+    objective = ProtectionObjective([ChannelMean()], [Branch()], "norm", alpha=2.0, perceptual=Penalty())
+    faces = [[FACE, FACE + 5]]
+    value, parts = objective(clean + 0.04, clean, faces, objective.targets(clean, faces))
+    assert parts["lpips"].item() == pytest.approx(0.1)
+    assert value.item() == pytest.approx(3 * 0.04**2 / np.sqrt(0.75) - 0.2, rel=1e-4)
+
+
+def test_bounds_input_untouched_and_determinism():
+    image = photo()
+    before = image.clone()
+    attack = tiny_attack(steps=15, linf=4 / 255, step_size=0.02)
+    first = attack(image, [[FACE]]).protected
+    assert torch.equal(image, before)
+    assert first.min() >= 0 and first.max() <= 1
+    assert (first - image).abs().max() <= 4 / 255 + 1e-6
+    assert torch.equal(first, attack(image, [[FACE]]).protected)
+    assert not torch.equal(first, tiny_attack(steps=15, linf=4 / 255, step_size=0.02, seed=1)(image, [[FACE]]).protected)
+
+
+def test_unbounded_output_stays_in_unit_range():
+    bright = torch.ones(1, 3, 160, 160) * 0.99
+    result = tiny_attack(steps=5, step_size=0.05)(bright, [[FACE]]).protected
+    assert result.min() >= 0 and result.max() <= 1
+
+
+def test_gradient_reaches_full_resolution_pixels_only_near_the_face():
+    image = photo(size=400).requires_grad_(True)
+    objective = ProtectionObjective([TinyFR(0)], [Branch()], "norm", alpha=0.0)
+    face = (ARCFACE_112 * 2 + 100).astype(np.float32)
+    targets = objective.targets(image.detach() + 0.01, [[face]])
+    value, _ = objective(image, image.detach(), [[face]], targets)
+    value.sum().backward()
+    grad = image.grad.abs().sum(dim=(0, 1))
+    assert grad.sum() > 0 and torch.isfinite(grad).all()
+    assert grad[:, :80].sum() == 0 and grad[:, 360:].sum() == 0  # beyond the face region: untouched
+
+
+def test_photo_without_face_passes_through():
+    images = torch.cat([photo(0), photo(1)])
+    result = tiny_attack(steps=3)(images, [[], [FACE]])
+    assert torch.equal(result.protected[0], images[0])
+    assert not torch.equal(result.protected[1], images[1])
+    none = tiny_attack(steps=3)(images[:1], [[]])
+    assert torch.equal(none.protected, images[:1]) and none.objective == []
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="normaliser"):
+        ProtectionObjective([ChannelMean()], [Branch()], "cube")
+    with pytest.raises(ValueError, match="optimiser"):
+        ProtectionAttack(ProtectionObjective([ChannelMean()], [Branch()]), OptimiserSettings("sgd"))
+    with pytest.raises(ValueError, match="branch kind"):
+        Branch("sharpen", 3)(torch.rand(1, 3, 20, 20))
