@@ -19,7 +19,7 @@ import torch
 from fr_shield import transforms
 from fr_shield.data import Split
 from fr_shield.detect import central_face
-from fr_shield.embed import EmbeddingCache, Embedder, ImageFn
+from fr_shield.embed import EmbeddingCache, Embedder
 from fr_shield.errors import DataError, ImageError
 from fr_shield.face_index import FaceIndex
 from fr_shield.identification import evaluate, similarity_matrix
@@ -29,7 +29,7 @@ from fr_shield.models.spec import ARCFACE_112
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["attack", "transform", "level", "model", "subset", "top1", "top5", "n_probes"]
+COLUMNS = ["attack", "transform", "level", "model", "role", "subset", "top1", "top5", "n_probes"]
 
 
 @dataclass
@@ -76,12 +76,17 @@ class BenchmarkPlan:
     models: list[str]
     batch_size: int = 32
     ranks: tuple[int, ...] = (1, 5)
+    surrogates: tuple[str, ...] = ()  # evaluators among them are white-box, the others black-box
 
 
 def run_benchmark(located: LocatedSplit, plan: BenchmarkPlan, device: torch.device,
-                  protect: ImageFn | None = None, weights_dir: str | None = None,
+                  protected: dict[Path, Path] | None = None, weights_dir: str | None = None,
                   embedding_cache: Path | None = None, progress: bool = False) -> pd.DataFrame:
-    """The tidy results table of one attack x one transform family, every level and model."""
+    """The tidy results table of one attack x one transform family, every level and model.
+
+    ``protected`` maps a protected identity's gallery photo to its protected file; the
+    transform then applies to those photos (protected or, without an attack, clean).
+    """
     split, landmarks = located.split, located.landmarks
     gallery_paths = [item.path for item in split.gallery]
     probe_paths = [item.path for item in split.probes]
@@ -96,27 +101,20 @@ def run_benchmark(located: LocatedSplit, plan: BenchmarkPlan, device: torch.devi
         probes = embedder.embed(probe_paths, [landmarks[p] for p in probe_paths], desc=f"{model_name} probes")
         for level in plan.levels:
             gallery = clean_gallery.clone()
-            if protect is not None or transform.name != "none":
-                image_fn = _compose(protect, transform, level)
-                targets = [gallery_paths[i] for i in protected_rows]
+            if protected or transform.name != "none":
+                sources = [gallery_paths[i] for i in protected_rows]
+                files = [(protected or {}).get(p, p) for p in sources]
+                image_fn = None if transform.name == "none" else (lambda image, level=level: transform(image, level))
                 gallery[protected_rows] = embedder.embed(
-                    targets, [landmarks[p] for p in targets], image_fn, desc=f"{model_name} {transform.name} {level}")
+                    files, [landmarks[p] for p in sources], image_fn, desc=f"{model_name} {transform.name} {level}")
             similarity = similarity_matrix(probes, gallery, model.spec.similarity)
             for row in evaluate(similarity, [i.identity for i in split.probes],
                                 [i.identity for i in split.gallery], probe_mask, plan.ranks):
+                role = "clean" if not protected else ("white-box" if model_name in plan.surrogates else "black-box")
                 rows.append({"attack": plan.attack_name, "transform": transform.name, "level": level,
-                             "model": model_name, **row})
+                             "model": model_name, "role": role, **row})
     table = pd.DataFrame(rows)
     return table[COLUMNS + [c for c in table.columns if c not in COLUMNS]]
-
-
-def _compose(protect: ImageFn | None, transform: transforms.Transform, level) -> ImageFn:
-    def image_fn(image: torch.Tensor) -> torch.Tensor:
-        if protect is not None:
-            image = protect(image)
-        return transform(image, level) if transform.name != "none" else image
-
-    return image_fn
 
 
 def describe(located: LocatedSplit) -> dict:

@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 
 import hydra
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from fr_shield.attacks.store import protect_photos
 from fr_shield.benchmark import BenchmarkPlan, describe, locate_faces, run_benchmark
 from fr_shield.config import register_configs
 from fr_shield.data import DataConfig, load_split
@@ -48,12 +50,20 @@ def job(config: DictConfig) -> Path:
     located = locate_faces(split, index, config.data.pre_aligned)
     summary = describe(located)
     log.info("data: %s", summary)
+    device = resolve_device(config.device)
+    protected, quality = None, None
     if config.attack.name != "none":
-        raise FrShieldError(f"attack '{config.attack.name}' is not implemented yet; use attack=none")
+        targets = [item.path for item in located.split.gallery if item.protected]
+        photos = protect_photos(targets, {p: [located.landmarks[p]] for p in targets}, config.attack, cache,
+                                device, config.weights_dir, config.progress)
+        protected = {path: photo.protected for path, photo in photos.items()}
+        quality = pd.DataFrame([{"photo": str(p), **photo.quality} for p, photo in photos.items()])
+        quality.drop(columns=["objective_curve", "lpips_curve"], errors="ignore").to_csv(output_dir / "quality.csv", index=False)
+        summary["quality_mean"] = quality.drop(columns=["photo", "objective_curve", "lpips_curve"], errors="ignore").mean().round(4).to_dict()
+        log.info("protected %d photos; mean quality %s", len(photos), summary["quality_mean"])
     plan = BenchmarkPlan(config.attack.name, config.blur.name, list(config.blur.levels), list(config.eval.models),
-                         config.eval.batch_size, tuple(config.eval.ranks))
-    table = run_benchmark(located, plan, resolve_device(config.device), None, config.weights_dir,
-                          cache / "embeddings", config.progress)
+                         config.eval.batch_size, tuple(config.eval.ranks), tuple(config.attack.surrogates))
+    table = run_benchmark(located, plan, device, protected, config.weights_dir, cache / "embeddings", config.progress)
     table.to_csv(output_dir / "results.csv", index=False)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -62,7 +72,7 @@ def job(config: DictConfig) -> Path:
     if config.logger.enabled:
         hydra_config = HydraConfig.get()
         sweep_dir = hydra_config.sweep.dir if hydra_config.mode.name == "MULTIRUN" else None
-        run_id = log_job(table, config, output_dir, list(hydra_config.overrides.task), sweep_dir)
+        run_id = log_job(table, config, output_dir, list(hydra_config.overrides.task), sweep_dir, summary, quality)
         log.info("logged to MLflow run %s", run_id)
     return output_dir / "results.csv"
 

@@ -57,7 +57,7 @@ def _parent_run_id(sweep_dir: str | None) -> str | None:
 
 
 def log_job(table: pd.DataFrame, config: DictConfig, output_dir: Path, overrides: list[str],
-            sweep_dir: str | None = None) -> str:
+            sweep_dir: str | None = None, summary: dict | None = None, quality: pd.DataFrame | None = None) -> str:
     """Log one job's results; returns the MLflow run id."""
     mlflow.set_tracking_uri(tracking_uri(config.logger.tracking_uri))
     mlflow.set_experiment(config.logger.experiment)
@@ -80,7 +80,26 @@ def log_job(table: pd.DataFrame, config: DictConfig, output_dir: Path, overrides
             mlflow.log_table(flat_pivot, artifact_file=f"pivots/{key}.json")
             mlflow.log_text(pivot.to_csv(), f"pivots/{key}.csv")
         mlflow.log_text(OmegaConf.to_yaml(config, resolve=True), "config.yaml")
+        if summary:
+            mlflow.log_dict(summary, "summary.json")
+            for key, value in (summary.get("quality_mean") or {}).items():
+                mlflow.log_metric(f"quality/{key}", float(value))
+        if quality is not None and len(quality):
+            _log_curves(quality)
+            mlflow.log_artifact(str(output_dir / "quality.csv"))
         return run.info.run_id
+
+
+def _log_curves(quality: pd.DataFrame) -> None:
+    """Mean per-step objective and LPIPS of the attack over the protected photos."""
+    for column, name in (("objective_curve", "attack/objective"), ("lpips_curve", "attack/lpips")):
+        curves = [c for c in quality[column] if c]
+        if not curves:
+            continue
+        length = min(len(c) for c in curves)
+        mean = [sum(c[step] for c in curves) / len(curves) for step in range(length)]
+        for step, value in enumerate(mean):
+            mlflow.log_metric(name, float(value), step=step)
 
 
 def _metric_rows(table: pd.DataFrame) -> pd.DataFrame:

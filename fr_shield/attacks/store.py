@@ -113,8 +113,8 @@ def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attac
             quality = measure_quality(clean, protected, chosen[path], metric)
             quality["seconds"] = output["seconds_per_image"]
             quality["faces"] = len(chosen[path])
-            quality["objective_first"] = output["objective"][0][index] if output["objective"] else None
-            quality["objective_last"] = output["objective"][-1][index] if output["objective"] else None
+            quality["objective_curve"] = [step[index] for step in output["objective"]]
+            quality["lpips_curve"] = [step[index] for step in output["lpips"]]
             png = folder / f"{key}.png"
             _write_png_atomic(protected, png)
             (folder / f"{key}.json").write_text(json.dumps(quality, indent=2))

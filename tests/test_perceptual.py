@@ -1,0 +1,150 @@
+"""ST-LPIPS (fr_shield.perceptual) and the image-quality metrics (fr_shield.quality).
+
+Agreement with the reference ``stlpips-pytorch`` package was checked outside the test suite
+(the package needs torchvision, which the project does not install); these tests pin the
+properties the attack and the reports rely on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fr_shield.errors import WeightError
+from fr_shield.imageio import load_rgb
+from fr_shield.perceptual import STLPIPS, stlpips
+from fr_shield.quality import linf, psnr, ssim
+
+BACKBONES = ["alex", "vgg"]
+NOISE_LEVELS = [0.0, 2 / 255, 8 / 255, 16 / 255]
+
+
+def _tensor(array) -> torch.Tensor:
+    return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+
+
+@pytest.fixture(scope="module")
+def photos(lfw_root) -> torch.Tensor:
+    """Two real 250x250 LFW photos, [2, 3, 250, 250] in [0, 1]."""
+    return torch.cat([
+        _tensor(load_rgb(lfw_root / "George_W_Bush" / "George_W_Bush_0001.jpg")),
+        _tensor(load_rgb(lfw_root / "Serena_Williams" / "Serena_Williams_0001.jpg")),
+    ])
+
+
+def _face(photos: torch.Tensor, size: int = 112) -> torch.Tensor:
+    top = (photos.shape[-1] - size) // 2
+    return photos[..., top:top + size, top:top + size]
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_identical_images_are_at_distance_zero(backbone, weight_cache, photos):
+    metric = stlpips(backbone, weight_cache)
+    faces = _face(photos, 80)
+    with torch.no_grad():  # one call: each face against itself, then against the other person
+        distances = metric(torch.cat([faces, faces]), torch.cat([faces.clone(), faces.flip(0)]))
+    assert distances.shape == (4,)
+    same, different = distances[:2], distances[2:]
+    assert torch.all(same.abs() < 1e-7)
+    assert torch.all(different > 0.2)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_distance_grows_with_noise(backbone, weight_cache, photos):
+    """One fixed noise pattern at growing amplitude: the distance must rise at every step."""
+    metric = stlpips(backbone, weight_cache)
+    # AlexNet on the full photo; VGG16 (~10x the compute) on the face crop to stay fast.
+    clean = photos[:1] if backbone == "alex" else _face(photos[:1])
+    pattern = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    noisy = torch.cat([(clean + level * pattern).clamp(0, 1) for level in NOISE_LEVELS])
+    with torch.no_grad():
+        # The clean features are computed once and broadcast against the noisy batch.
+        distances = metric.distance_from_features(metric.features(clean), metric.features(noisy))
+    assert distances.shape == (len(NOISE_LEVELS),)
+    assert distances[0].abs() < 1e-7
+    assert torch.all(distances[1:] > distances[:-1]), distances
+
+
+@pytest.mark.real
+def test_gradient_reaches_both_inputs_and_not_the_weights(weight_cache, photos):
+    metric = stlpips("alex", weight_cache)
+    clean = _face(photos, 64).clone().requires_grad_()
+    noisy = (clean.detach() + 4 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)))
+    noisy = noisy.clamp(0, 1).requires_grad_()
+    metric(clean, noisy).sum().backward()
+    for image in (clean, noisy):
+        assert image.grad is not None and torch.isfinite(image.grad).all()
+        assert image.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in metric.parameters())
+    assert not metric.training
+
+
+@pytest.mark.real
+def test_any_size_from_32_px(weight_cache):
+    metric = stlpips("alex", weight_cache)
+    x = torch.rand(3, 3, 32, 45, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert metric(x, x.flip(-1)).shape == (3,)
+    with pytest.raises(ValueError, match="at least 32"):
+        metric(x[..., :31, :], x[..., :31, :])
+    with pytest.raises(ValueError, match="same shape"):
+        metric(x, x[:2])
+
+
+@pytest.mark.parametrize("backbone,filename", [("alex", "alex_shift_tolerant.pth"),
+                                               ("vgg", "vgg_shift_tolerant.pth")])
+def test_missing_weight_file_names_file_and_fix(backbone, filename, tmp_path):
+    with pytest.raises(WeightError) as caught:
+        STLPIPS(backbone, cache_dir=tmp_path)
+    message = str(caught.value)
+    assert filename in message
+    assert "python -m fr_shield.weights fetch" in message
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="backbone"):
+        STLPIPS("squeeze")
+
+
+# --- quality metrics ---------------------------------------------------------------------------
+
+
+def test_quality_of_identical_images():
+    x = torch.rand(3, 3, 40, 50, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(ssim(x, x), torch.ones(3))
+    assert torch.isinf(psnr(x, x)).all()
+    assert torch.equal(linf(x, x), torch.zeros(3))
+
+
+def test_quality_known_values():
+    x = torch.full((2, 3, 32, 32), 0.5)
+    y = x.clone()
+    y[0] += 4 / 255  # uniform shift of 4 levels: MSE = (4/255)^2
+    y[1, 1, 3, 7] -= 0.25  # one pixel changed
+    assert torch.allclose(linf(x, y), torch.tensor([4 / 255, 0.25]))
+    assert psnr(x, y)[0].item() == pytest.approx(-20 * math.log10(4 / 255), abs=1e-3)
+    assert psnr(x, y)[1].item() == pytest.approx(10 * math.log10(3 * 32 * 32 / 0.25**2), abs=1e-3)
+
+
+@pytest.mark.real
+def test_ssim_and_psnr_fall_with_noise(photos):
+    clean = photos[:1]
+    pattern = torch.randn(clean.shape, generator=torch.Generator().manual_seed(4))
+    noisy = torch.cat([(clean + level * pattern).clamp(0, 1) for level in NOISE_LEVELS[1:]])
+    clean = clean.expand_as(noisy)
+    s, p = ssim(clean, noisy), psnr(clean, noisy)
+    assert s.shape == p.shape == (3,)
+    assert torch.all(s[1:] < s[:-1]) and torch.all(s < 1) and torch.all(s > 0)
+    assert torch.all(p[1:] < p[:-1])
+
+
+def test_quality_rejects_mismatched_or_tiny_inputs():
+    x = torch.rand(1, 3, 20, 20)
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(x, x[..., :10])
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim(x[..., :10, :10], x[..., :10, :10])
