@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install weights run verify test test-fast clean
+.PHONY: help install weights run verify test test-fast baseline phase1 phase2 phase3 heldout ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -32,6 +32,26 @@ test: weights ## Set up and run the whole test suite
 
 test-fast: install ## Unit tests only (no real weights or data)
 	$(PY) -m pytest -q -m "not real"
+
+RUN := $(PY) -m fr_shield.run
+
+baseline: weights ## Clean and "Clean + blur" (median, box) rows on LFW
+	$(RUN) experiment=baseline -m
+
+phase1: weights ## Phase 1: LowKey on LFW (size=cpu; add ARGS=size=full on a GPU)
+	$(RUN) experiment=phase1 $(ARGS)
+
+phase2: weights ## Phase 2: LowKey x six Kornia blurs x kernels 3-17 (reuses phase 1's attacks)
+	$(RUN) experiment=phase2 -m $(ARGS)
+
+phase3: weights ## Phase 3: lowkey vs ours vs ours_box under median and box blur
+	$(RUN) experiment=phase3 -m $(ARGS)
+
+heldout: weights ## Black-box transfer: attacks made without sface, sface as held-out evaluator
+	$(RUN) experiment=heldout -m $(ARGS)
+
+ui: install ## Serve the MLflow store (sqlite:///mlflow.db) at http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean: ## Remove outputs and caches of runs (keeps .venv and weights)
 	rm -rf outputs multirun .pytest_cache

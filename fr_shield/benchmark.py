@@ -96,7 +96,7 @@ def run_benchmark(located: LocatedSplit, plan: BenchmarkPlan, device: torch.devi
     rows = []
     for model_name in plan.models:
         model = create(model_name, weights_dir, device)
-        embedder = Embedder(model, device, plan.batch_size, EmbeddingCache(embedding_cache, model_name), progress)
+        embedder = Embedder(model, device, plan.batch_size, EmbeddingCache(embedding_cache, model.spec), progress)
         clean_gallery = embedder.embed(gallery_paths, [landmarks[p] for p in gallery_paths], desc=f"{model_name} gallery")
         probes = embedder.embed(probe_paths, [landmarks[p] for p in probe_paths], desc=f"{model_name} probes")
         for level in plan.levels:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from fr_shield.align import align_faces
 from fr_shield.imageio import load_rgb
+from fr_shield.models.spec import ModelSpec
 
 # image [1, 3, H, W] in [0, 1] -> image of the same shape
 ImageFn = Callable[[torch.Tensor], torch.Tensor]
@@ -28,10 +29,16 @@ def photo_tensor(path: Path) -> torch.Tensor:
 
 
 class EmbeddingCache:
-    """``{(content hash, model): embedding}`` kept in one torch file per model."""
+    """``{(content hash, landmarks): embedding}`` kept in one torch file per model and template.
 
-    def __init__(self, folder: Path | None, model_name: str):
-        self.file = Path(folder) / f"{model_name.replace('/', '_').replace(':', '_')}.pt" if folder else None
+    The file name carries a hash of the model's input size and alignment template, so a change
+    of template (which changes every embedding) can never read stale entries.
+    """
+
+    def __init__(self, folder: Path | None, spec: ModelSpec):
+        layout = hashlib.sha1(np.asarray(spec.template, np.float32).tobytes() + str(spec.input_size).encode())
+        stem = f"{spec.name.replace('/', '_').replace(':', '_')}-{layout.hexdigest()[:8]}"
+        self.file = Path(folder) / f"{stem}.pt" if folder else None
         self.entries: dict[str, torch.Tensor] = {}
         if self.file and self.file.exists():
             self.entries = torch.load(self.file, weights_only=True)
