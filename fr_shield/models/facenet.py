@@ -25,10 +25,10 @@ SPEC = ModelSpec(
     input_size=(160, 160),
     # FaceNet was trained on MTCNN boxes with a margin, a looser crop than ArcFace's: the
     # ArcFace template shrunk about the centre, scale and shift chosen on LFW pairs.
-    template=scaled_template(160, 0.85, (0.0, 0.0)),
+    template=scaled_template(160, 0.85, (0.0, -8.0)),
     embedding_size=512,
     similarity="cosine",
-    threshold=0.40,
+    threshold=0.45,
     value_range="0..255",
     mean=(127.5, 127.5, 127.5),
     std=(128.0, 128.0, 128.0),
