@@ -82,9 +82,17 @@ def _runs(tmp_path: Path):
     return client, client.search_runs([experiment.experiment_id])
 
 
-def test_multirun_logs_child_runs_whose_tables_match_results_csv(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """A multirun of two tiny jobs (box and median blur, kernels 3 and 5) into its own store."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
     done = _job(tmp_path, "blur=box,median", "blur.levels=[3,5]")
     assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path
+
+
+def test_multirun_logs_child_runs_whose_tables_match_results_csv(tiny_sweep):
+    tmp_path = tiny_sweep
     client, runs = _runs(tmp_path)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
@@ -100,6 +108,19 @@ def test_multirun_logs_child_runs_whose_tables_match_results_csv(tmp_path):
         pd.testing.assert_frame_equal(logged[on_disk.columns].reset_index(drop=True), on_disk,
                                       check_dtype=False, atol=1e-9)
         assert any(key.startswith("top1/protected/") for key in child.data.metrics)
+
+
+def test_results_notebook_executes_on_a_tiny_run(tiny_sweep, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_sweep / 'mlflow.db'}")
+    monkeypatch.setenv("FR_SHIELD_FIGURES", str(tiny_sweep / "figures"))
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "results.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    assert (tiny_sweep / "figures" / "top1_vs_kernel.png").stat().st_size > 10_000
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "8 rows from 2 runs" in printed
 
 
 @pytest.mark.real

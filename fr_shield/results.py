@@ -1,0 +1,55 @@
+"""Read logged benchmark tables back from MLflow and plot them (used by the notebooks)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from fr_shield.tracking import tracking_uri
+
+
+def load_results(uri: str | None = None, experiment: str = "fr_shield") -> pd.DataFrame:
+    """Every job's results table in one frame, with the MLflow run id and parent run id."""
+    client = mlflow.MlflowClient(tracking_uri(uri))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return pd.DataFrame()
+    frames = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for run in client.search_runs([found.experiment_id], max_results=5000):
+            names = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+            if "results.json" not in names:
+                continue
+            local = client.download_artifacts(run.info.run_id, "results.json", str(Path(scratch) / run.info.run_id))
+            table = pd.read_json(local, orient="split")
+            table["run_id"] = run.info.run_id
+            table["parent_run_id"] = run.data.tags.get("mlflow.parentRunId")
+            table["surrogates"] = run.data.params.get("attack.surrogates", "")
+            frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def plot_top1_against_level(results: pd.DataFrame, subset: str = "protected", role: str | None = None):
+    """One panel per transform family: top-1 against its level, one line per attack and model."""
+    import matplotlib.pyplot as plt
+
+    rows = results[(results["subset"] == subset) & (results["transform"] != "none")]
+    if role is not None:
+        rows = rows[rows["role"].isin([role, "clean"])]
+    families = sorted(rows["transform"].unique())
+    figure, axes = plt.subplots(1, max(len(families), 1), figsize=(4.5 * max(len(families), 1), 3.6), squeeze=False)
+    for axis, family in zip(axes[0], families):
+        for (attack, model), line in rows[rows["transform"] == family].groupby(["attack", "model"]):
+            line = line.groupby("level", as_index=False)["top1"].mean().sort_values("level")
+            axis.plot(line["level"], 100 * line["top1"], marker="o", label=f"{attack} / {model}")
+        axis.set_title(family)
+        axis.set_xlabel("level (kernel size)")
+        axis.set_ylabel(f"top-1 % ({subset})")
+        axis.set_ylim(-2, 102)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
