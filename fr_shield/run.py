@@ -57,9 +57,10 @@ def job(config: DictConfig) -> Path:
         photos = protect_photos(targets, {p: [located.landmarks[p]] for p in targets}, config.attack, cache,
                                 device, config.weights_dir, config.progress)
         protected = {path: photo.protected for path, photo in photos.items()}
-        quality = pd.DataFrame([{"photo": str(p), **photo.quality} for p, photo in photos.items()])
+        quality = pd.DataFrame([{"photo": str(p), "protected": str(photo.protected), **photo.quality}
+                                for p, photo in photos.items()])
         quality.drop(columns=["objective_curve", "lpips_curve"], errors="ignore").to_csv(output_dir / "quality.csv", index=False)
-        summary["quality_mean"] = quality.drop(columns=["photo", "objective_curve", "lpips_curve"], errors="ignore").mean().round(4).to_dict()
+        summary["quality_mean"] = quality.drop(columns=["photo", "protected", "objective_curve", "lpips_curve"], errors="ignore").mean().round(4).to_dict()
         log.info("protected %d photos; mean quality %s", len(photos), summary["quality_mean"])
     plan = BenchmarkPlan(config.attack.name, config.blur.name, list(config.blur.levels), list(config.eval.models),
                          config.eval.batch_size, tuple(config.eval.ranks), tuple(config.attack.surrogates))
