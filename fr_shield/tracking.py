@@ -29,13 +29,17 @@ def tracking_uri(configured: str | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
+# Metric names use the short family names of ``conf/blur/``.
+SHORT_NAMES = {"median_blur": "median", "box_blur": "box", "gaussian_blur2d": "gaussian", "motion_blur": "motion",
+               "max_blur_pool2d": "max", "blur_pool2d": "pool", "jpeg": "jpeg", "resize": "resize"}
+
+
 def level_label(transform: str, level) -> str:
     """``median_blur``, 9 -> ``median_k9``; jpeg 75 -> ``jpeg_q75``; resize 0.5 -> ``resize_x0.5``."""
     if transform == "none" or level is None:
         return "none"
-    short = transform.replace("_blur2d", "").replace("_blur", "").replace("2d", "")
     prefix = {"jpeg": "q", "resize": "x"}.get(transform, "k")
-    return f"{short}_{prefix}{level}"
+    return f"{SHORT_NAMES.get(transform, transform)}_{prefix}{level}"
 
 
 def pivots(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
