@@ -36,19 +36,19 @@ test-fast: install ## Unit tests only (no real weights or data)
 RUN := $(PY) -m fr_shield.run
 
 baseline: weights ## Clean and "Clean + blur" (median, box) rows on LFW
-	$(RUN) experiment=baseline -m
+	$(RUN) -m experiment=baseline
 
 phase1: weights ## Phase 1: LowKey on LFW (size=cpu; add ARGS=size=full on a GPU)
 	$(RUN) experiment=phase1 $(ARGS)
 
 phase2: weights ## Phase 2: LowKey x six Kornia blurs x kernels 3-17 (reuses phase 1's attacks)
-	$(RUN) experiment=phase2 -m $(ARGS)
+	$(RUN) -m experiment=phase2 $(ARGS)
 
 phase3: weights ## Phase 3: lowkey vs ours vs ours_box under median and box blur
-	$(RUN) experiment=phase3 -m $(ARGS)
+	$(RUN) -m experiment=phase3 $(ARGS)
 
 heldout: weights ## Black-box transfer: attacks made without sface, sface as held-out evaluator
-	$(RUN) experiment=heldout -m $(ARGS)
+	$(RUN) -m experiment=heldout $(ARGS)
 
 ui: install ## Serve the MLflow store (sqlite:///mlflow.db) at http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
