@@ -53,3 +53,24 @@ def plot_top1_against_level(results: pd.DataFrame, subset: str = "protected", ro
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def markdown_pivot(results: pd.DataFrame, metric: str = "top1", subset: str = "protected") -> str:
+    """A study-style table in Markdown: rows attack + transform + level, columns models, in %."""
+    rows = results[results["subset"] == subset]
+    keys = ["attack", "transform", "level", "model"]
+    pivot = rows.groupby(keys, dropna=False, sort=False)[metric].mean().unstack("model") * 100
+    models = [m for m in rows["model"].unique() if m in pivot.columns]
+    pivot = pivot[models]
+    lines = ["| attack | transform | level | " + " | ".join(models) + " |", "|---|---|---|" + "---|" * len(models)]
+    for (attack, transform, level), values in pivot.iterrows():
+        level_text = "" if pd.isna(level) else f"{level:g}"
+        cells = " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in values)
+        lines.append(f"| {attack} | {transform} | {level_text} | {cells} |")
+    return "\n".join(lines)
+
+
+def collect_csvs(folders: list[Path]) -> pd.DataFrame:
+    """Every ``results.csv`` below the given Hydra output folders, in one frame."""
+    frames = [pd.read_csv(path) for folder in folders for path in sorted(Path(folder).rglob("results.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -47,9 +47,8 @@ def pivots(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     result = {}
     for metric in ("top1", "top5"):
         for subset, rows in table.groupby("subset"):
-            pivot = rows.pivot_table(index=["attack", "transform", "level"], columns="model", values=metric,
-                                     aggfunc="first", dropna=False, sort=False)
-            result[f"{metric}_{subset}"] = (pivot * 100).round(2)
+            pivot = rows.groupby(["attack", "transform", "level", "model"], dropna=False, sort=False)[metric].first()
+            result[f"{metric}_{subset}"] = (pivot.unstack("model") * 100).round(2)
     return result
 
 
