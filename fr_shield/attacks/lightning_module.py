@@ -9,6 +9,7 @@ default, which forbids the gradients the attack needs: the Trainer must be built
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -54,15 +55,29 @@ class ProtectionModule(L.LightningModule):
         self._steps_logged += 1
 
 
-def make_trainer(device: torch.device, progress: bool = True, logger=None) -> L.Trainer:
+class BatchSink(L.Callback):
+    """Hands each finished batch to ``on_batch`` and lets Lightning forget it (no list of all)."""
+
+    def __init__(self, on_batch: Callable[[dict], None]):
+        self.on_batch = on_batch
+
+    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.on_batch(outputs)
+
+
+def make_trainer(device: torch.device, progress: bool = True, logger=None, callbacks=()) -> L.Trainer:
     return L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, inference_mode=False,
         logger=logger if logger is not None else False, enable_progress_bar=progress,
-        enable_model_summary=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_checkpointing=False, callbacks=list(callbacks),
     )
 
 
 def run_protection(module: ProtectionModule, batches: list, device: torch.device, progress: bool = True,
-                   logger=None) -> list[dict]:
+                   logger=None, on_batch: Callable[[dict], None] | None = None) -> list[dict] | None:
+    """Attack every batch; with ``on_batch`` each result goes there as it ends, else all are returned."""
     loader = DataLoader(PhotoBatchDataset(batches), batch_size=None, shuffle=False)
-    return make_trainer(device, progress, logger).predict(module, loader)
+    if on_batch is None:
+        return make_trainer(device, progress, logger).predict(module, loader)
+    make_trainer(device, progress, logger, [BatchSink(on_batch)]).predict(module, loader, return_predictions=False)
+    return None

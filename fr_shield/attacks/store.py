@@ -103,8 +103,8 @@ def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attac
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
             batches.append(([str(p) for p, _ in chunk], torch.cat([i for _, i in chunk]), [chosen[p] for p, _ in chunk]))
-    outputs = run_protection(ProtectionModule(attack), batches, device, progress, logger)
-    for output in outputs:
+    def save(output: dict) -> None:
+        """Write one batch's photos as soon as it ends: an interrupted run keeps what it finished."""
         for index, name in enumerate(output["keys"]):
             path = Path(name)
             clean = photo_tensor(path).to(device)
@@ -119,5 +119,7 @@ def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attac
             _write_png_atomic(protected, png)
             (folder / f"{key}.json").write_text(json.dumps(quality, indent=2))
             done[path] = ProtectedPhoto(path, png, quality)
+
+    run_protection(ProtectionModule(attack), batches, device, progress, logger, on_batch=save)
     return done
 
