@@ -74,3 +74,27 @@ def collect_csvs(folders: list[Path]) -> pd.DataFrame:
     """Every ``results.csv`` below the given Hydra output folders, in one frame."""
     frames = [pd.read_csv(path) for folder in folders for path in sorted(Path(folder).rglob("results.csv"))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fr_shield.results FOLDER...``: Markdown tables of every results.csv below."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fr_shield.results", description=main.__doc__)
+    parser.add_argument("folders", nargs="+", type=Path, help="Hydra output or multirun folders")
+    parser.add_argument("--subsets", default="protected,all")
+    parser.add_argument("--metrics", default="top1,top5")
+    args = parser.parse_args(argv)
+    results = collect_csvs(args.folders)
+    if results.empty:
+        print("no results.csv found")
+        return 1
+    for subset in args.subsets.split(","):
+        for metric in args.metrics.split(","):
+            print(f"\n#### {metric} (%), {subset} probes\n")
+            print(markdown_pivot(results, metric, subset))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
