@@ -7,6 +7,8 @@ import sys
 COMMANDS = {
     "weights": ("fr_shield.weights", "fetch, verify and list the pretrained weight files"),
     "models": ("fr_shield.models.__main__", "list the models; measure LFW verification accuracy"),
+    "protect": ("fr_shield.protect", "protect every face in photos or folders (--out DIR)"),
+    "check": ("fr_shield.check", "check whether face recognition still matches protected photos"),
 }
 
 
