@@ -1,0 +1,314 @@
+"""``fr-shield check ORIGINAL PROTECTED``: would face recognition still match the protected photos?
+
+ORIGINAL and PROTECTED are two photos, or two folders whose photos are paired by relative path.
+For every face of each original photo, and for every model, the original face's embedding is
+compared with the protected face's embedding after each transform a platform may apply to an
+upload (none; JPEG quality 75; resize to half and back; median and box blur, kernels 3 to 11).
+A model *matches* when the similarity reaches its verification threshold (``spec.threshold``:
+cosine for SFace and FaceNet, minus the Euclidean distance for dlib). A face is **protected**
+when no model matches it under any transform; a photo is protected when all its faces are.
+
+Faces are detected in both photos and paired by position; a face the detector no longer finds in
+the protected photo is checked at the original's position. Transforms act on a padded region
+around each face (aligned to the JPEG block grid), which equals transforming the whole photo
+there and keeps a 30 MP photo cheap. Writes ``report.json`` and a self-contained
+``report.html`` (images inline, no external links). Runs fully offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fr_shield import transforms
+from fr_shield.align import align_faces
+from fr_shield.detect import Face, FaceDetector
+from fr_shield.errors import FrShieldError, ImageError
+from fr_shield.imageio import load_rgb
+from fr_shield.photo_files import is_photo_name, write_atomic
+from fr_shield.protect import face_region, similarity, snap_region
+
+DEFAULT_MODELS = ("sface", "dlib_resnet", "facenet_casia")
+KERNELS = (3, 5, 7, 9, 11)
+
+
+@dataclass(frozen=True)
+class CheckTransform:
+    label: str
+    family: str  # a name in fr_shield.transforms
+    level: object = None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.family == "none":
+            return images
+        if self.family == "median_blur":
+            return _median_in_strips(images, int(self.level))
+        return transforms.apply(self.family, images, self.level)
+
+
+def _median_in_strips(images: torch.Tensor, kernel: int, budget_bytes: float = 3e8) -> torch.Tensor:
+    """``transforms.median_blur`` over horizontal strips: the same result in bounded memory
+    (the median's memory grows with k^2 per pixel; a big face's region would need gigabytes)."""
+    height, width = images.shape[-2:]
+    rows = max(kernel, int(budget_bytes / (kernel * kernel * images.shape[1] * width * 4 * 2)))
+    if rows >= height:
+        return transforms.median_blur(images, kernel)
+    half = kernel // 2
+    parts = []
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        start, stop = max(0, top - half), min(height, bottom + half)
+        strip = transforms.median_blur(images[..., start:stop, :], kernel)
+        parts.append(strip[..., top - start:top - start + (bottom - top), :])
+    return torch.cat(parts, dim=-2)
+
+
+CHECK_TRANSFORMS: tuple[CheckTransform, ...] = (
+    CheckTransform("none", "none"),
+    CheckTransform("jpeg_75", "jpeg", 75),
+    CheckTransform("resize_0.5", "resize", 0.5),
+    *(CheckTransform(f"median_{k}", "median_blur", k) for k in KERNELS),
+    *(CheckTransform(f"box_{k}", "box_blur", k) for k in KERNELS),
+)
+
+
+def get_transforms(labels: Sequence[str] | None) -> list[CheckTransform]:
+    if labels is None:
+        return list(CHECK_TRANSFORMS)
+    known = {t.label: t for t in CHECK_TRANSFORMS}
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise ValueError(f"unknown check transform(s) {unknown}; available: {', '.join(known)}")
+    return [known[label] for label in labels]
+
+
+def pair_files(original: Path, protected: Path) -> tuple[list[tuple[str, Path, Path | None]], list[str]]:
+    """[(relative name, original, protected)] and the originals that have no protected counterpart."""
+    if original.is_file() and protected.is_file():
+        return [(protected.name, original, protected)], []
+    if original.is_dir() and protected.is_dir():
+        pairs, seen = [], set()
+        for file in sorted(protected.rglob("*")):
+            relative = file.relative_to(protected)
+            if not file.is_file() or not is_photo_name(file) or any(p.startswith(".") for p in relative.parts):
+                continue
+            seen.add(relative)
+            counterpart = original / relative
+            pairs.append((relative.as_posix(), counterpart, file))
+        unmatched = [f.relative_to(original).as_posix() for f in sorted(original.rglob("*"))
+                     if f.is_file() and is_photo_name(f) and f.relative_to(original) not in seen
+                     and not any(p.startswith(".") for p in f.relative_to(original).parts)]
+        return pairs, unmatched
+    raise FrShieldError(f"ORIGINAL and PROTECTED must be two files or two folders: got {original} and {protected}")
+
+
+def match_faces(originals: Sequence[Face], protected: Sequence[Face], ratio: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """For each original face: the protected photo's landmarks of the same face (or the original's, moved)."""
+    result = []
+    used: set[int] = set()
+    for face in originals:
+        expected = face.landmarks * ratio
+        best, best_distance = None, float("inf")
+        for index, candidate in enumerate(protected):
+            if index in used:
+                continue
+            distance = float(np.linalg.norm(candidate.landmarks.mean(0) - expected.mean(0)))
+            if distance < best_distance:
+                best, best_distance = index, distance
+        if best is not None and best_distance < 0.3 * max(float(face.box[2] * ratio[0]), 1.0):
+            used.add(best)
+            result.append((protected[best].landmarks, True))
+        else:
+            result.append((expected.astype(np.float32), False))
+    return result
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(device)
+
+
+def face_views(original: np.ndarray, protected: np.ndarray, box: np.ndarray, ratio: np.ndarray,
+               gain: float = 10.0, size: int = 160) -> dict[str, np.ndarray]:
+    """Before / after / amplified difference of one face (uint8 H x W x 3), for the report."""
+    from PIL import Image
+
+    x, y, w, h = [float(v) for v in box]
+    pad_x, pad_y = 0.3 * w, 0.3 * h
+    x0, y0 = max(0, int(x - pad_x)), max(0, int(y - pad_y))
+    x1, y1 = min(original.shape[1], int(x + w + pad_x)), min(original.shape[0], int(y + h + pad_y))
+    before = original[y0:y1, x0:x1]
+    px0, py0 = round(float(x0 * ratio[0])), round(float(y0 * ratio[1]))
+    px1, py1 = round(float(x1 * ratio[0])), round(float(y1 * ratio[1]))
+    after = protected[py0:py1, px0:px1]
+    if after.shape[:2] != before.shape[:2]:
+        resized = Image.fromarray(np.clip(np.rint(after * 255), 0, 255).astype(np.uint8)).resize(
+            (before.shape[1], before.shape[0]), Image.Resampling.LANCZOS)
+        after = np.asarray(resized, np.float32) / 255.0
+    difference = np.clip(0.5 + gain * (after - before), 0, 1)
+    scale = size / max(before.shape[:2])
+    views = {}
+    for name, array in (("before", before), ("after", after), ("difference", difference)):
+        image = Image.fromarray(np.clip(np.rint(array * 255), 0, 255).astype(np.uint8))
+        if scale < 1:
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.LANCZOS if name != "difference" else Image.Resampling.BOX)
+        views[name] = np.asarray(image)
+    return views
+
+
+class Checker:
+    """Embeds original and protected faces under each transform with each model."""
+
+    def __init__(self, models: Sequence[torch.nn.Module], detector: FaceDetector,
+                 check_transforms: Sequence[CheckTransform] | None = None, device: torch.device | str = "cpu"):
+        self.models = list(models)
+        self.detector = detector
+        self.transforms = list(check_transforms or CHECK_TRANSFORMS)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def check_pair(self, name: str, original_path: Path, protected_path: Path | None) -> tuple[dict, list[dict]]:
+        started = time.perf_counter()
+        record = {"file": name, "original": str(original_path), "protected": str(protected_path),
+                  "verdict": "error", "reason": "", "faces": [], "seconds": 0.0}
+        if protected_path is None or not original_path.is_file():
+            record["reason"] = f"no original at {original_path}"
+            return record, []
+        try:
+            original = load_rgb(original_path)
+            protected = load_rgb(protected_path)
+        except ImageError as error:
+            record["reason"] = str(error)
+            return record, []
+        originals = self.detector(original)
+        if not originals:
+            record.update(verdict="no face", reason="no face found in the original",
+                          seconds=time.perf_counter() - started)
+            return record, []
+        ratio = np.array([protected.shape[1] / original.shape[1], protected.shape[0] / original.shape[0]], np.float32)
+        pairs = match_faces(originals, self.detector(protected), ratio)
+        clean = _tensor(original, self.device)[0]
+        specs = [model.spec for model in self.models]
+        visuals = []
+        for face, (points, detected) in zip(originals, pairs):
+            margin = max(KERNELS) + 16
+            x0, y0, x1, y1 = snap_region(face_region(points, specs, margin), protected.shape[:2], block=16)
+            region = _tensor(protected[y0:y1, x0:x1], self.device)
+            local = points - np.array([x0, y0], np.float32)
+            views = torch.cat([transform(region) for transform in self.transforms])
+            scores: dict[str, dict[str, float]] = {}
+            matched: dict[str, dict[str, bool]] = {}
+            for model in self.models:
+                target = model(align_faces(clean, [face.landmarks], model.spec))
+                crops = torch.cat([align_faces(view, [local], model.spec) for view in views])
+                values = similarity(model(crops), target.expand(len(crops), -1), model.spec).cpu().tolist()
+                scores[model.spec.name] = {t.label: float(v) for t, v in zip(self.transforms, values)}
+                matched[model.spec.name] = {t.label: bool(v >= model.spec.threshold) for t, v in zip(self.transforms, values)}
+            matched_under = [f"{m}@{t}" for m, row in matched.items() for t, hit in row.items() if hit]
+            record["faces"].append({
+                "box": [float(v) for v in face.box], "detected_in_protected": detected,
+                "verdict": "matched" if matched_under else "protected", "matched_under": matched_under,
+                "similarity": scores, "matched": matched,
+            })
+            visuals.append(face_views(original, protected, face.box, ratio))
+        record["verdict"] = "matched" if any(f["verdict"] == "matched" for f in record["faces"]) else "protected"
+        record["seconds"] = time.perf_counter() - started
+        return record, visuals
+
+
+def run_check(original: Path, protected: Path, out: Path | None, checker: Checker, progress: bool = True,
+              log: Callable[[str], None] = print) -> tuple[dict, int]:
+    """Check every pair; write report.json and report.html into ``out``; return (report, exit code)."""
+    from tqdm import tqdm
+
+    from fr_shield.report_html import write_html
+
+    original, protected = Path(original).expanduser(), Path(protected).expanduser()
+    pairs, unmatched = pair_files(original, protected)
+    photos, visuals = [], {}
+    for name, source, result in tqdm(pairs, desc="check", unit="photo", disable=not progress, file=sys.stderr):
+        record, views = checker.check_pair(name, source, result)
+        photos.append(record)
+        visuals[name] = views
+    for name in unmatched:
+        photos.append({"file": name, "original": str(original / name), "protected": None, "verdict": "missing",
+                       "reason": "no protected photo at this relative path", "faces": [], "seconds": 0.0})
+    verdicts = [p["verdict"] for p in photos]
+    report = {
+        "original": str(original), "protected": str(protected),
+        "models": {m.spec.name: {"similarity": m.spec.similarity, "threshold": m.spec.threshold} for m in checker.models},
+        "transforms": [t.label for t in checker.transforms],
+        "photos": photos,
+        "summary": {v: verdicts.count(v) for v in sorted(set(verdicts))},
+    }
+    if out is not None:
+        out = Path(out).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
+        write_atomic(out / "report.html", write_html(report, visuals).encode("utf-8"))
+    log(format_verdicts(report))
+    if out is not None:
+        log(f"\nreport: {out / 'report.html'}  ({out / 'report.json'})")
+    return report, (1 if any(v == "error" for v in verdicts) else 0)
+
+
+def format_verdicts(report: dict) -> str:
+    """One line per photo: verdict, then per model how many transforms still match (worst face)."""
+    models, count = list(report["models"]), len(report["transforms"])
+    lines = [f"{'file':36s} {'faces':>5s}  {'verdict':10s}  " + "  ".join(f"{m[:14]:>14s}" for m in models),
+             "-" * (56 + 16 * len(models))]
+    for photo in report["photos"]:
+        cells = []
+        for model in models:
+            hits = [sum(face["matched"][model].values()) for face in photo["faces"]]
+            cells.append(f"{(f'{max(hits)}/{count} match' if hits else ''):>14s}")
+        line = f"{photo['file'][-36:]:36s} {len(photo['faces']):5d}  {photo['verdict']:10s}  " + "  ".join(cells)
+        lines.append(line + (f"  {photo['reason']}" if photo.get("reason") else ""))
+    lines.append("\n" + ", ".join(f"{n} {v}" for v, n in report["summary"].items())
+                 + f"  (transforms: {', '.join(report['transforms'])})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fr-shield check", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("original", type=Path, help="original photo or folder")
+    parser.add_argument("protected", type=Path, help="protected photo or folder (paired by relative path)")
+    parser.add_argument("--out", type=Path, default=Path("fr-shield-report"),
+                        help="folder for report.html and report.json (default: ./fr-shield-report)")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help="comma-separated models (registry names or onnx:<path>)")
+    parser.add_argument("--transforms", default=None,
+                        help="comma-separated subset of: " + ", ".join(t.label for t in CHECK_TRANSFORMS))
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--weights-dir", default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    args = parser.parse_args(argv)
+
+    from fr_shield.models import create
+    from fr_shield.runtime import configure_torch, resolve_device
+
+    configure_torch(args.threads)
+    device = resolve_device(args.device)
+    try:
+        models = [create(name, args.weights_dir, device) for name in args.models.split(",") if name]
+        checker = Checker(models, FaceDetector(cache_dir=args.weights_dir),
+                          get_transforms(args.transforms.split(",") if args.transforms else None), device)
+        _, code = run_check(args.original, args.protected, args.out, checker, progress=not args.no_progress)
+    except (FrShieldError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

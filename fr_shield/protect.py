@@ -1,0 +1,713 @@
+"""``fr-shield protect PATH... --out DIR``: protect every face in a person's own photos.
+
+For each photo (files, or folders searched recursively; JPEG, PNG, WebP):
+
+1. read it upright (EXIF orientation applied) with its metadata;
+2. detect every face (YuNet, five landmarks);
+3. for each face, cut a padded region around it (overlapping regions merge), attack the region
+   with the preset's settings, the perturbation multiplied by a soft elliptical face mask (it is
+   exactly zero beyond it, so the rest of the photo is untouched) - a 30 MP photo costs what its
+   faces cost. Faces larger than ``WORK_SIDE`` px are attacked on a downscaled copy of their
+   region and the perturbation is upscaled back (the models see faces at <= 160 px anyway);
+4. enforce the preset's hard budget per face (``fr_shield.budget``): shrink the perturbation until
+   face ST-LPIPS <= tau and SSIM >= s hold on what will be written;
+5. write the photo in its own format to the same relative path under ``--out``, atomically,
+   with its metadata minus the location (unless ``--keep-gps``);
+6. measure what was written: per face ST-LPIPS, SSIM and each model's embedding similarity to
+   the original face.
+
+A manifest in ``--out`` (``.fr-shield-manifest.json``) records finished files, so a second run
+skips outputs that are complete and redoes the rest. Originals are only ever read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from fr_shield.align import align_faces, similarity_transform
+from fr_shield.attacks.attack import ProtectionAttack
+from fr_shield.attacks.factory import build_attack
+from fr_shield.attacks.objective import FACE_CROP, Branch, ProtectionObjective
+from fr_shield.attacks.store import quantise
+from fr_shield.budget import PresetConfig, enforce_budget, load_preset, preset_names
+from fr_shield.detect import Face, FaceDetector
+from fr_shield.errors import FrShieldError, ImageError
+from fr_shield.models.spec import ARCFACE_112, ModelSpec
+from fr_shield.paths import PROJECT_ROOT
+from fr_shield.photo_files import (
+    Photo,
+    TooSmall,
+    UnsupportedFormat,
+    encode_protected,
+    is_photo_name,
+    jpeg_round_trip,
+    read_photo,
+    remove_stale_parts,
+    without_gps,
+    write_atomic,
+)
+
+MANIFEST = ".fr-shield-manifest.json"
+WORK_SIDE = 224.0  # faces whose 112-crop spans more photo pixels than this are attacked downscaled
+BLOCK = 8  # regions are aligned to JPEG's 8 x 8 blocks, so a region's JPEG equals the photo's there
+# The soft face mask, in the 112 x 112 ArcFace crop of each face: an ellipse over face and hairline,
+# full strength inside radius INNER, a cosine fall-off to zero at radius OUTER.
+MASK_CENTRE = (56.0, 54.0)
+MASK_AXES = (50.0, 62.0)
+MASK_INNER, MASK_OUTER = 0.8, 1.1
+OTHER_IMAGE_SUFFIXES = (".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".dng",
+                        ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raw", ".jp2", ".ico", ".psd")
+FAILED = ("unreadable", "unsupported", "error", "missing")
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def to_crop_matrix(landmarks: np.ndarray) -> np.ndarray:
+    """2 x 3 similarity: photo pixels -> the face's 112 x 112 ArcFace crop."""
+    return similarity_transform(landmarks, ARCFACE_112)
+
+
+def face_side(landmarks: np.ndarray) -> float:
+    """Photo pixels spanned by the face's 112-pixel ArcFace crop."""
+    matrix = to_crop_matrix(landmarks)
+    return 112.0 / math.sqrt(abs(float(np.linalg.det(matrix[:, :2].astype(np.float64)))))
+
+
+def _source_rect(landmarks: np.ndarray, template: np.ndarray, size: tuple[int, int],
+                 box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Photo-pixel bounding box (x0, y0, x1, y1) of a crop (or of ``box`` in crop pixels)."""
+    matrix = similarity_transform(landmarks, template)
+    inverse = np.linalg.inv(np.vstack([matrix.astype(np.float64), [0, 0, 1]]))[:2]
+    x0, y0, x1, y1 = box if box is not None else (0.0, 0.0, size[1] - 1.0, size[0] - 1.0)
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float64) @ inverse.T
+    return np.array([corners[:, 0].min(), corners[:, 1].min(), corners[:, 0].max(), corners[:, 1].max()])
+
+
+def face_region(landmarks: np.ndarray, specs: Sequence[ModelSpec], margin: float) -> np.ndarray:
+    """What attacking or checking this face touches: every model's crop and the mask, plus a margin."""
+    mask_box = (MASK_CENTRE[0] - MASK_AXES[0] * MASK_OUTER, MASK_CENTRE[1] - MASK_AXES[1] * MASK_OUTER,
+                MASK_CENTRE[0] + MASK_AXES[0] * MASK_OUTER, MASK_CENTRE[1] + MASK_AXES[1] * MASK_OUTER)
+    rects = [_source_rect(landmarks, ARCFACE_112, (112, 112), mask_box)]
+    rects += [_source_rect(landmarks, spec.template, spec.input_size) for spec in [FACE_CROP, *specs]]
+    rects = np.array(rects)
+    return np.array([rects[:, 0].min() - margin, rects[:, 1].min() - margin,
+                     rects[:, 2].max() + margin, rects[:, 3].max() + margin])
+
+
+def snap_region(rect: np.ndarray, image_hw: tuple[int, int], block: int = BLOCK, minimum: int = 40) -> tuple[int, int, int, int]:
+    """Integer region inside the photo, corners on the ``block`` grid (or the photo's edge)."""
+    height, width = image_hw
+    x0, y0, x1, y1 = rect
+    centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
+    x0, x1 = min(x0, centre_x - minimum / 2), max(x1, centre_x + minimum / 2)
+    y0, y1 = min(y0, centre_y - minimum / 2), max(y1, centre_y + minimum / 2)
+    x0 = max(0, math.floor(x0 / block) * block)
+    y0 = max(0, math.floor(y0 / block) * block)
+    x1 = min(width, math.ceil(x1 / block) * block)
+    y1 = min(height, math.ceil(y1 / block) * block)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def _overlap(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def cluster_regions(regions: list[tuple[int, int, int, int]]) -> list[tuple[tuple[int, int, int, int], list[int]]]:
+    """Merge overlapping regions: [(union region, indices of the faces in it)]."""
+    groups = [(tuple(r), [i]) for i, r in enumerate(regions)]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                if _overlap(groups[i][0], groups[j][0]):
+                    a, b = groups[i][0], groups[j][0]
+                    union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    groups[i] = (union, groups[i][1] + groups[j][1])
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups
+
+
+def soft_mask(shape_hw: tuple[int, int], landmarks: Sequence[np.ndarray], to_photo: np.ndarray) -> torch.Tensor:
+    """[H, W] in [0, 1]: the union of the faces' feathered ellipses on a grid of pixels.
+
+    ``to_photo`` (2 x 3) maps this grid's pixel coordinates to photo pixels.
+    """
+    height, width = shape_hw
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    grid = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    photo = to_photo.astype(np.float64) @ grid
+    mask = np.zeros(xs.size)
+    for points in landmarks:
+        crop = to_crop_matrix(points).astype(np.float64) @ np.vstack([photo, np.ones(xs.size)])
+        radius = np.hypot((crop[0] - MASK_CENTRE[0]) / MASK_AXES[0], (crop[1] - MASK_CENTRE[1]) / MASK_AXES[1])
+        ramp = np.clip((radius - MASK_INNER) / (MASK_OUTER - MASK_INNER), 0.0, 1.0)
+        mask = np.maximum(mask, 0.5 * (1.0 + np.cos(np.pi * ramp)))
+    return torch.from_numpy(mask.reshape(height, width).astype(np.float32))
+
+
+# --------------------------------------------------------------------------- the attack on a region
+
+
+class MaskedAttack(ProtectionAttack):
+    """The shared optimiser loop with a per-pixel bound: |delta| <= linf * mask (0 beyond the faces)."""
+
+    def __init__(self, base: ProtectionAttack, bound: torch.Tensor):
+        super().__init__(base.objective, base.settings)
+        self.bound = bound
+
+    def _project(self, adversarial: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        delta = torch.maximum(torch.minimum(adversarial - clean, self.bound), -self.bound)
+        return (clean + delta).clamp(0.0, 1.0)
+
+
+@dataclass
+class FaceRecord:
+    box: list[float]
+    lpips: float = float("nan")
+    ssim: float = float("nan")
+    scale: float = 1.0  # lambda of the budget (1: the attack fitted as it was)
+    budget_met: bool = True
+    similarity: dict[str, float] = field(default_factory=dict)
+    work_scale: float = 1.0  # < 1: attacked on a downscaled copy of its region
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """Row-wise similarity in the model's own terms: cosine, or minus the Euclidean distance."""
+    if spec.similarity == "euclidean":
+        return -(a - b).norm(dim=1)
+    return F.cosine_similarity(a, b, dim=1)
+
+
+def load_attack_config(name: str, preset: PresetConfig, surrogates: Sequence[str] | None = None) -> dict:
+    """``conf/attack/<name>.yaml`` composed by Hydra (typed), with the preset's strength on top."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fr_shield.config import register_configs
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
+        config = compose("config", overrides=[f"attack={name}", "logger=none"])
+    values = OmegaConf.to_container(config.attack, resolve=True)
+    if values.get("name") == "none":
+        raise ValueError("attack 'none' protects nothing; choose lowkey, ours or ours_box")
+    values.update(steps=preset.steps, step_size=preset.step_size, linf=preset.linf, alpha=preset.alpha,
+                  optimiser=preset.optimiser, normaliser=preset.normaliser)
+    if surrogates:
+        values["surrogates"] = list(surrogates)
+    return values
+
+
+class FaceProtector:
+    """Protects the faces of one photo array; holds the surrogates, the attack and the metric."""
+
+    def __init__(self, preset: PresetConfig, attack_config: dict, device: torch.device | str = "cpu",
+                 weights_dir: str | Path | None = None, surrogates: list[torch.nn.Module] | None = None,
+                 perceptual: torch.nn.Module | None = None, metric: torch.nn.Module | None = None,
+                 work_side: float = WORK_SIDE):
+        from fr_shield.perceptual import stlpips
+
+        self.preset = preset
+        self.config = attack_config
+        self.device = torch.device(device)
+        if metric is None:
+            metric = stlpips("alex", weights_dir).to(self.device)
+        if perceptual is None and attack_config["alpha"] > 0:
+            perceptual = metric
+        self.attack = build_attack(attack_config, weights_dir, self.device, surrogates=surrogates, perceptual=perceptual)
+        self.models = list(self.attack.objective.surrogates)
+        self.metric = metric
+        self.work_side = work_side
+        self.margin_kernel = max([b.get("kernel_size", 1) for b in attack_config["branches"]] + [1])
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.spec.name for m in self.models]
+
+    def regions(self, faces: Sequence[Face], image_hw: tuple[int, int]) -> list[tuple[tuple[int, int, int, int], list[int]]]:
+        specs = [m.spec for m in self.models]
+        rects = []
+        for face in faces:
+            scale = min(1.0, self.work_side / face_side(face.landmarks))
+            margin = (self.margin_kernel // 2 + 6) / scale
+            rects.append(snap_region(face_region(face.landmarks, specs, margin), image_hw))
+        return cluster_regions(rects)
+
+    def protect(self, image: np.ndarray, faces: Sequence[Face], render: Callable[[np.ndarray], np.ndarray] | None = None,
+                on_region: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[FaceRecord]]:
+        """Protected copy of ``image`` (H x W x 3 float in [0, 1], 8-bit values) and a record per face.
+
+        ``render`` maps a uint8 region to what the saved file will hold there (e.g. a JPEG round
+        trip); the budget is enforced on that.
+        """
+        result = image.copy()
+        records = [FaceRecord(box=[float(v) for v in face.box]) for face in faces]
+        groups = self.regions(faces, image.shape[:2])
+        for number, ((x0, y0, x1, y1), members) in enumerate(groups):
+            landmarks = [faces[i].landmarks - np.array([x0, y0], np.float32) for i in members]
+            clean = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1)[None].to(self.device)
+            delta, work_scale = self._attack_region(clean, landmarks)
+
+            def render_tensor(region: torch.Tensor) -> torch.Tensor:
+                region = quantise(region)
+                if render is None:
+                    return region
+                pixels = np.clip(np.rint(region[0].permute(1, 2, 0).cpu().numpy() * 255), 0, 255).astype(np.uint8)
+                return torch.from_numpy(np.array(render(pixels))).permute(2, 0, 1)[None].float().div(255).to(region.device)
+
+            outcome = enforce_budget(clean, delta, landmarks, self.preset.budget, self.metric, render_tensor)
+            final = quantise((clean + outcome.scale * delta).clamp(0, 1))
+            result[y0:y1, x0:x1] = final[0].permute(1, 2, 0).cpu().numpy()
+            for slot, index in enumerate(members):
+                records[index].lpips = outcome.lpips[slot]
+                records[index].ssim = outcome.ssim[slot]
+                records[index].scale = outcome.scale
+                records[index].budget_met = outcome.met
+                records[index].work_scale = work_scale
+            if on_region is not None:
+                on_region(number + 1, len(groups))
+        return result, records
+
+    def _attack_at(self, scale: float) -> ProtectionAttack:
+        """The attack with its blur branches scaled to the working resolution.
+
+        A platform blurs the photo at its own resolution: median k = 11 on a photo whose face is
+        attacked at half size is median k ~ 5 at the working size (kernels rounded to odd, sigma
+        scaled; a branch that shrinks to nothing is dropped).
+        """
+        if scale >= 1.0:
+            return self.attack
+        objective = self.attack.objective
+        branches = []
+        for branch in objective.branches:
+            if branch.kind != "identity":
+                kernel = 2 * round((branch.kernel_size * scale - 1) / 2) + 1
+                if kernel < 3:
+                    continue
+                sigma = None if branch.sigma is None else branch.sigma * scale
+                branch = Branch(branch.kind, kernel, sigma)
+            if branch not in branches:
+                branches.append(branch)
+        scaled = ProtectionObjective(list(objective.surrogates), branches or [Branch()], self.config["normaliser"],
+                                     objective.alpha, objective.perceptual)
+        return ProtectionAttack(scaled, self.attack.settings)
+
+    def _attack_region(self, clean: torch.Tensor, landmarks: list[np.ndarray]) -> tuple[torch.Tensor, float]:
+        """The masked perturbation for one region [1, 3, h, w] at full resolution."""
+        height, width = clean.shape[-2:]
+        scale = min(1.0, self.work_side / min(face_side(points) for points in landmarks))
+        if scale < 1.0:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            work = F.interpolate(clean, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+            fx, fy = size[1] / width, size[0] / height
+            work_points = [np.stack([(p[:, 0] + 0.5) * fx - 0.5, (p[:, 1] + 0.5) * fy - 0.5], 1).astype(np.float32)
+                           for p in landmarks]
+            to_region = np.array([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5]])
+        else:
+            work, work_points, to_region = clean, landmarks, np.array([[1.0, 0, 0], [0, 1.0, 0]])
+        mask = soft_mask(tuple(work.shape[-2:]), landmarks, to_region).to(work.device)
+        attack = MaskedAttack(self._attack_at(scale), (self.preset.linf * mask)[None, None])
+        with torch.enable_grad():
+            protected = attack(work, [work_points]).protected
+        delta = (protected - work).detach()
+        if scale < 1.0:
+            delta = F.interpolate(delta, size=(height, width), mode="bilinear", align_corners=False)
+            delta = delta * soft_mask((height, width), landmarks, np.array([[1.0, 0, 0], [0, 1.0, 0]])).to(delta.device)
+        return delta, scale
+
+    @torch.no_grad()
+    def measure(self, original: np.ndarray, protected: np.ndarray, faces: Sequence[Face],
+                records: list[FaceRecord]) -> None:
+        """Fill each record's LPIPS, SSIM and per-model similarity from the pixels as written."""
+        from fr_shield.quality import ssim
+
+        if not faces:
+            return
+        clean = torch.from_numpy(original).permute(2, 0, 1).to(self.device)
+        saved = torch.from_numpy(protected).permute(2, 0, 1).to(self.device)
+        points = [face.landmarks for face in faces]
+        a, b = align_faces(clean, points, FACE_CROP), align_faces(saved, points, FACE_CROP)
+        lpips, ssims = self.metric(a, b).cpu().tolist(), ssim(a, b).cpu().tolist()
+        per_model = {}
+        for model in self.models:
+            per_model[model.spec.name] = similarity(model(align_faces(clean, points, model.spec)),
+                                                    model(align_faces(saved, points, model.spec)), model.spec).cpu().tolist()
+        for index, record in enumerate(records):
+            record.lpips, record.ssim = lpips[index], ssims[index]
+            record.similarity = {name: values[index] for name, values in per_model.items()}
+
+
+# --------------------------------------------------------------------------- the run over files
+
+
+class UsageError(FrShieldError):
+    """The command line asks for something unsafe or impossible (e.g. --out inside the input)."""
+
+
+@dataclass
+class Job:
+    source: Path
+    relative: Path
+    target: Path
+    explicit: bool  # named on the command line (not found in a folder)
+
+
+@dataclass
+class ProtectOptions:
+    preset: str = "mid"
+    attack: str | None = None  # None: the preset's
+    device: str = "auto"
+    no_face: str = "copy"  # copy | skip
+    keep_gps: bool = False
+    json_path: Path | None = None
+    progress: bool = True
+    weights_dir: str | None = None
+    surrogates: list[str] | None = None
+    threads: int | None = None  # CPU threads for torch (None: every core)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def plan_jobs(inputs: Sequence[Path], out: Path) -> tuple[list[Job], list[dict]]:
+    """Every file to consider and its output path; rows for inputs that cannot even start."""
+    out = Path(out).expanduser().resolve()
+    jobs, rows = [], []
+    for given in inputs:
+        path = Path(given).expanduser()
+        if not path.exists():
+            rows.append(_row(str(given), "missing", reason="no such file or folder"))
+            continue
+        resolved = path.resolve()
+        if resolved.is_dir():
+            if out == resolved or _inside(out, resolved):
+                raise UsageError(f"--out {out} is the input folder {resolved} or inside it; choose a folder "
+                                 "outside the photos being protected (originals are never overwritten)")
+            for file in sorted(resolved.rglob("*")):
+                relative = file.relative_to(resolved)
+                if not file.is_file() or any(part.startswith(".") for part in relative.parts):
+                    continue
+                jobs.append(Job(file, relative, out / relative, explicit=False))
+        else:
+            if out == resolved.parent:
+                raise UsageError(f"--out {out} is the folder that holds {path.name}; the output would "
+                                 "replace the original. Choose another folder")
+            jobs.append(Job(resolved, Path(resolved.name), out / resolved.name, explicit=True))
+    seen: dict[Path, Job] = {}
+    unique = []
+    for job in jobs:
+        if job.target in seen and seen[job.target].source != job.source:
+            rows.append(_row(str(job.source), "error", reason=f"another input also maps to {job.relative} under --out"))
+            continue
+        if job.target not in seen:
+            seen[job.target] = job
+            unique.append(job)
+    return unique, rows
+
+
+def _row(file: str, status: str, **values) -> dict:
+    row = {"file": file, "status": status, "reason": "", "faces": 0, "lpips": None, "ssim": None,
+           "similarity": {}, "scale": None, "seconds": 0.0, "notes": [], "output": None, "face_details": []}
+    row.update(values)
+    return row
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def settings_key(preset: PresetConfig, attack_config: dict, options: ProtectOptions) -> str:
+    values = {"preset": asdict(preset), "attack": attack_config, "keep_gps": options.keep_gps,
+              "no_face": options.no_face}
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Manifest:
+    """``{relative path: {source sha256, settings, output sha256, row}}`` kept in --out, written atomically."""
+
+    def __init__(self, out: Path):
+        self.file = out / MANIFEST
+        self.entries: dict[str, dict] = {}
+        if self.file.exists():
+            try:
+                self.entries = json.loads(self.file.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def complete(self, job: Job, source_hash: str, key: str) -> dict | None:
+        entry = self.entries.get(job.relative.as_posix())
+        if not entry or entry.get("source") != source_hash or entry.get("settings") != key:
+            return None
+        if entry.get("output") is None:  # a file deliberately not written (no face, --no-face skip)
+            return entry["row"] if not job.target.exists() else None
+        if not job.target.is_file() or _sha256(job.target) != entry["output"]:
+            return None
+        return entry["row"]
+
+    def record(self, job: Job, source_hash: str, key: str, row: dict) -> None:
+        output = _sha256(job.target) if row.get("output") else None
+        self.entries[job.relative.as_posix()] = {"source": source_hash, "settings": key, "output": output, "row": row}
+        write_atomic(self.file, json.dumps(self.entries, indent=1).encode())
+
+
+def _summarise(records: list[FaceRecord]) -> dict:
+    if not records:
+        return {}
+    models = records[0].similarity.keys()
+    return {
+        "lpips": max(r.lpips for r in records),
+        "ssim": min(r.ssim for r in records),
+        "scale": min(r.scale for r in records),
+        "similarity": {m: max(r.similarity[m] for r in records) for m in models},
+        "face_details": [asdict(r) for r in records],
+    }
+
+
+def protect_file(job: Job, protector_factory: Callable[[], FaceProtector], detector_factory: Callable[[], FaceDetector],
+                 options: ProtectOptions, on_stage: Callable[[str], None] = lambda s: None) -> dict:
+    """Protect one file; returns its summary row (never raises for a bad photo)."""
+    started = time.perf_counter()
+    display = job.relative.as_posix()
+    if not is_photo_name(job.source) and not job.explicit:
+        if job.source.suffix.lower() in OTHER_IMAGE_SUFFIXES:
+            return _row(display, "unsupported", reason=f"{job.source.suffix} photos are not supported (JPEG, PNG and WebP are)")
+        return _row(display, "ignored", reason="not a photo")
+    try:
+        photo = read_photo(job.source)
+    except TooSmall as error:
+        return _no_face(job, display, None, options, [str(error).split(": ", 1)[-1]], started)
+    except UnsupportedFormat as error:
+        return _row(display, "unsupported", reason=str(error).split(": ", 1)[-1])
+    except ImageError as error:
+        return _row(display, "unreadable", reason=str(error).split(": ", 1)[-1])
+    notes = list(photo.notes)
+    if photo.had_gps:
+        notes.append("location kept" if options.keep_gps else "location removed")
+    on_stage("detect")
+    faces = detector_factory()(photo.rgb)
+    if not faces:
+        return _no_face(job, display, photo, options, notes, started)
+    protector = protector_factory()
+    on_stage(f"protect {len(faces)} face(s)")
+    render = jpeg_round_trip if photo.format == "JPEG" else None
+    protected, records = protector.protect(photo.rgb, faces, render)
+    data = encode_protected(photo, protected, options.keep_gps)
+    written = _decode(data, photo)
+    protector.measure(photo.rgb, written, faces, records)
+    write_atomic(job.target, data)
+    if any(not r.budget_met for r in records):
+        notes.append("budget not reachable even unperturbed (lossy re-encoding)")
+    if any(r.work_scale < 1 for r in records):
+        notes.append("large face: perturbation computed at reduced scale and upsampled")
+    return _row(display, "protected", faces=len(faces), notes=notes, output=str(job.target),
+                seconds=time.perf_counter() - started, **_summarise(records))
+
+
+def _no_face(job: Job, display: str, photo: Photo | None, options: ProtectOptions, notes: list[str],
+             started: float) -> dict:
+    if options.no_face == "skip":
+        return _row(display, "no face", reason="no face found; not written (--no-face skip)", notes=notes,
+                    seconds=time.perf_counter() - started)
+    data = job.source.read_bytes()
+    strip = photo is not None and photo.had_gps and not options.keep_gps
+    write_atomic(job.target, without_gps(photo, data) if strip else data)
+    return _row(display, "copied", reason="no face found; copied unchanged" + (" but for the location" if strip else ""),
+                notes=notes, output=str(job.target), seconds=time.perf_counter() - started)
+
+
+def _decode(data: bytes, photo: Photo) -> np.ndarray:
+    """The RGB pixels a viewer will see in the written bytes (composited on white like the input)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        if image.mode == "RGBA":
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def format_table(rows: list[dict], models: Sequence[str]) -> str:
+    header = ["file", "status", "faces", "LPIPS", "SSIM", *[f"sim:{m}" for m in models], "lambda", "s", "note"]
+    lines = [header]
+    for row in rows:
+        sims = [f"{row['similarity'][m]:.3f}" if m in row.get("similarity", {}) else "" for m in models]
+        note = "; ".join(filter(None, [row.get("reason", ""), *row.get("notes", [])]))
+        lines.append([row["file"], row["status"], str(row["faces"] or ""),
+                      "" if row["lpips"] is None else f"{row['lpips']:.4f}",
+                      "" if row["ssim"] is None else f"{row['ssim']:.4f}", *sims,
+                      "" if row["scale"] is None else f"{row['scale']:.3f}", f"{row['seconds']:.1f}", note])
+    widths = [min(48, max(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
+    text = []
+    for number, line in enumerate(lines):
+        cells = [cell[:w].ljust(w) for cell, w in zip(line[:-1], widths)] + [line[-1]]
+        text.append("  ".join(cells).rstrip())
+        if number == 0:
+            text.append("  ".join("-" * w for w in widths) + "  ----")
+    return "\n".join(text)
+
+
+@dataclass
+class RunResult:
+    rows: list[dict]
+    exit_code: int
+    interrupted: bool = False
+    report: dict = field(default_factory=dict)
+
+
+def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
+                protector_factory: Callable[[PresetConfig, dict, torch.device], FaceProtector] | None = None,
+                detector: FaceDetector | None = None, log: Callable[[str], None] = print) -> RunResult:
+    """Protect ``inputs`` into ``out``; ``protector_factory`` lets tests inject tiny models."""
+    from tqdm import tqdm
+
+    from fr_shield.runtime import configure_torch, resolve_device
+
+    if options.no_face not in ("copy", "skip"):
+        raise UsageError(f"--no-face must be copy or skip, not {options.no_face!r}")
+    preset = load_preset(options.preset)
+    attack_config = load_attack_config(options.attack or preset.attack, preset, options.surrogates)
+    out = Path(out).expanduser().resolve()
+    jobs, rows = plan_jobs(inputs, out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_parts(out):
+        log(f"removed an unfinished file left by an interrupted run: {stale}")
+    configure_torch(options.threads)
+    device = resolve_device(options.device)
+    manifest = Manifest(out)
+    key = settings_key(preset, attack_config, options)
+    cache: dict[str, object] = {}
+
+    def get_protector() -> FaceProtector:
+        if "protector" not in cache:
+            factory = protector_factory or (lambda p, c, d: FaceProtector(p, c, d, options.weights_dir))
+            cache["protector"] = factory(preset, attack_config, device)
+        return cache["protector"]
+
+    def get_detector() -> FaceDetector:
+        if "detector" not in cache:
+            cache["detector"] = detector or FaceDetector(cache_dir=options.weights_dir)
+        return cache["detector"]
+
+    interrupted = False
+    bar = tqdm(jobs, desc="protect", unit="photo", disable=not options.progress, file=sys.stderr)
+    try:
+        for job in bar:
+            bar.set_postfix_str(job.relative.as_posix()[-40:])
+            source_hash = _sha256(job.source) if job.source.is_file() else ""
+            done = manifest.complete(job, source_hash, key)
+            if done is not None:
+                rows.append({**done, "status": "done" if done["status"] == "protected" else done["status"],
+                             "reason": done.get("reason") or "complete from an earlier run"})
+                continue
+            try:
+                row = protect_file(job, get_protector, get_detector, options,
+                                   on_stage=lambda stage, name=job.relative.name: bar.set_postfix_str(f"{name[-30:]}: {stage}"))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+                row = _row(job.relative.as_posix(), "error", reason=f"{type(error).__name__}: {error}")
+            rows.append(row)
+            if row["status"] in ("protected", "copied", "no face"):
+                manifest.record(job, source_hash, key, row)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    models = get_protector().model_names if "protector" in cache else list(attack_config["surrogates"])
+    report = {"preset": asdict(preset), "attack": attack_config, "out": str(out), "device": str(device),
+              "interrupted": interrupted, "files": rows,
+              "totals": {status: sum(r["status"] == status for r in rows) for status in sorted({r["status"] for r in rows})}}
+    log(format_table(rows, models))
+    failed = [r for r in rows if r["status"] in FAILED]
+    log(f"\n{len(rows)} file(s): " + ", ".join(f"{n} {s}" for s, n in report["totals"].items())
+        + (f"; {len(failed)} failed" if failed else "") + (" -- interrupted, run again to finish" if interrupted else ""))
+    if options.json_path:
+        write_atomic(Path(options.json_path), json.dumps(report, indent=2, default=float).encode())
+    code = 130 if interrupted else (1 if failed else 0)
+    return RunResult(rows, code, interrupted, report)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    loaded = sorted((load_preset(name) for name in preset_names()), key=lambda p: (p.linf, p.lpips_max))
+    presets = [p.name for p in loaded]
+    described = [f"  {p.name:5s} ST-LPIPS<={p.lpips_max} SSIM>={p.ssim_min} Linf={round(p.linf * 255)}/255, "
+                 f"{p.steps} steps ({p.attack}): {p.target}" for p in loaded]
+    parser = argparse.ArgumentParser(
+        prog="fr-shield protect", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Protect every face in your photos against face recognition. Originals are never modified.",
+        epilog="presets:\n" + "\n".join(described))
+    parser.add_argument("paths", nargs="+", type=Path, help="photos or folders (searched recursively)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (not the input folder or inside it)")
+    parser.add_argument("--preset", default="mid", choices=presets, help="protection level (default: mid)")
+    parser.add_argument("--attack", default=None, help="attack config in conf/attack/ (default: the preset's)")
+    parser.add_argument("--surrogates", default=None,
+                        help="comma-separated surrogate models (default: the attack's; onnx:<path> for your own)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-face", default="copy", choices=["copy", "skip"],
+                        help="photos without a face: copy them (location removed) or skip them")
+    parser.add_argument("--keep-gps", action="store_true", help="keep the location (GPS) metadata")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the summary as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--weights-dir", default=None, help="weight cache (default: ~/.cache/fr_shield/weights)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = ProtectOptions(preset=args.preset, attack=args.attack, device=args.device, no_face=args.no_face,
+                             keep_gps=args.keep_gps, json_path=args.json_path, progress=not args.no_progress,
+                             weights_dir=args.weights_dir, threads=args.threads,
+                             surrogates=[s for s in args.surrogates.split(",") if s] if args.surrogates else None)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run_protect(args.paths, args.out, options).exit_code
+    except (UsageError, ValueError, FrShieldError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

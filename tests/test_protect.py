@@ -1,0 +1,388 @@
+"""``fr-shield protect`` end to end on awkward files, with tiny surrogates (real YuNet, real ST-LPIPS).
+
+One folder holds every kind of file a person may have: a photo with a face, several faces, no
+face, EXIF-rotated, GPS-tagged, grayscale, CMYK, RGBA, 16-bit, 1x1, 30 MP, a non-ASCII name, and
+broken ones (truncated, empty, text named .jpg, an unsupported GIF). One run over it must give
+each a clear outcome, leave every original byte-identical, and resume after an interruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_models import TinyFR
+
+from fr_shield import protect
+from fr_shield.budget import (
+    Budget,
+    enforce_budget,
+    load_preset,
+    preset_names,
+)
+from fr_shield.photo_files import (
+    GPS_IFD,
+    ORIENTATION,
+    PART_MARK,
+    clean_xmp,
+    read_photo,
+    without_gps,
+)
+from fr_shield.protect import (
+    FaceProtector,
+    ProtectOptions,
+    UsageError,
+    cluster_regions,
+    run_protect,
+    soft_mask,
+)
+
+TESTS = Path(__file__).parent
+FACE_PHOTO = "George_W_Bush/George_W_Bush_0001.jpg"
+OTHER_FACES = ["Colin_Powell/Colin_Powell_0001.jpg", "Tony_Blair/Tony_Blair_0001.jpg"]
+
+
+def tiny_factory(preset, config, device):
+    """The pipeline with two tiny random surrogates and a short attack (behaviour, not strength)."""
+    config = {**config, "steps": 3, "step_size": 0.01, "alpha": 0.0,
+              "branches": [{"kind": "identity", "kernel_size": 1, "sigma": None}]}
+    return FaceProtector(preset, config, device, surrogates=[TinyFR(0), TinyFR(1, size=40, name="tiny40")])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Batch-1 tiny workloads gain little from threads and lose 10x when the cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def opts(**values) -> ProtectOptions:
+    return ProtectOptions(**{"progress": False, "threads": 1, **values})
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def gps_exif(orientation: int | None = None) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"  # Make: must survive
+    if orientation:
+        exif[ORIENTATION] = orientation
+    gps = exif.get_ifd(GPS_IFD)
+    gps[1], gps[2], gps[3], gps[4] = "N", (52.0, 31.0, 12.0), "E", (13.0, 24.0, 0.0)
+    return exif
+
+
+@pytest.fixture(scope="module")
+def album(tmp_path_factory, lfw_root, weight_cache) -> Path:
+    folder = tmp_path_factory.mktemp("album")
+    face = Image.open(lfw_root / FACE_PHOTO).convert("RGB")
+    others = [Image.open(lfw_root / name).convert("RGB") for name in OTHER_FACES]
+    face.save(folder / "face.jpg", quality=95)
+    (folder / "sub").mkdir()
+    face.save(folder / "sub" / "Zoë 写真.jpg", quality=95)  # non-ASCII name, in a subfolder
+    face.save(folder / "gps.jpg", quality=95, exif=gps_exif().tobytes())
+    # Stored turned a quarter (pixels rotated counter-clockwise); orientation 6 turns it upright.
+    face.transpose(Image.Transpose.ROTATE_90).save(folder / "rotated.jpg", quality=95, exif=gps_exif(6).tobytes())
+    group = Image.new("RGB", (250 * 3, 250))
+    for index, image in enumerate([face, *others]):
+        group.paste(image, (250 * index, 0))
+    group.save(folder / "group.png")
+    canvas = Image.new("RGB", (640, 420), (40, 90, 160))  # a face in one corner of a big flat photo
+    canvas.paste(face, (0, 0))
+    canvas.save(folder / "corner.png")
+    face.convert("L").save(folder / "gray.jpg", quality=95)
+    face.convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    rgba = face.convert("RGBA")
+    alpha = np.full((250, 250), 255, np.uint8)
+    alpha[:40, :40] = 0
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(folder / "alpha.png")
+    sixteen = (np.asarray(face.convert("L"), np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(sixteen).save(folder / "deep16.png")
+    assert Image.open(folder / "deep16.png").mode.startswith("I")
+    face.save(folder / "lossless.webp", lossless=True)
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(folder / "tiny.png")
+    smooth = np.linspace(0, 255, 300 * 200, dtype=np.float32).reshape(200, 300)
+    Image.fromarray(np.dstack([smooth, smooth[::-1], np.full_like(smooth, 90)]).astype(np.uint8)).save(
+        folder / "landscape.jpg", exif=gps_exif().tobytes())
+    big = Image.new("RGB", (6400, 4700), (120, 120, 120))  # 30 MP, one face ~1000 px wide
+    big.paste(face.resize((1000, 1000), Image.Resampling.BICUBIC), (2600, 1800))
+    big.save(folder / "big.jpg", quality=90)
+    data = (folder / "face.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is not a photo\n")
+    face.save(folder / "anim.gif")
+    (folder / "readme.txt").write_text("ignored")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first_run(album, tmp_path_factory):
+    hashes = {p: sha(p) for p in album.rglob("*") if p.is_file()}
+    out = tmp_path_factory.mktemp("run") / "protected"
+    options = opts(preset="mid", attack="lowkey", json_path=out.parent / "summary.json")
+    started = time.perf_counter()
+    result = run_protect([album], out, options, protector_factory=tiny_factory, log=lambda s: None)
+    return album, out, result, hashes, time.perf_counter() - started
+
+
+def rows_by_file(result) -> dict[str, dict]:
+    return {row["file"]: row for row in result.rows}
+
+
+def test_every_file_gets_a_clear_outcome(first_run):
+    _, out, result, _, _ = first_run
+    rows = rows_by_file(result)
+    expected = {
+        "face.jpg": "protected", "sub/Zoë 写真.jpg": "protected", "gps.jpg": "protected", "rotated.jpg": "protected",
+        "group.png": "protected", "corner.png": "protected", "gray.jpg": "protected", "cmyk.jpg": "protected",
+        "alpha.png": "protected", "deep16.png": "protected", "lossless.webp": "protected", "big.jpg": "protected",
+        "landscape.jpg": "copied", "tiny.png": "copied", "truncated.jpg": "unreadable", "empty.jpg": "unreadable",
+        "notes.jpg": "unreadable", "anim.gif": "unsupported", "readme.txt": "ignored",
+    }
+    assert {name: rows[name]["status"] for name in expected} == expected
+    assert rows["group.png"]["faces"] >= 3  # LFW photos hold some background faces too
+    assert "empty" in rows["empty.jpg"]["reason"] and "truncated" in rows["truncated.jpg"]["reason"]
+    assert "not an image" in rows["notes.jpg"]["reason"] and "too small" in " ".join(rows["tiny.png"]["notes"])
+    assert "16-bit" in " ".join(rows["deep16.png"]["notes"]) and "CMYK" in " ".join(rows["cmyk.jpg"]["notes"])
+    assert result.exit_code == 1  # some files failed
+    for name in ("face.jpg", "group.png", "big.jpg"):
+        row = rows[name]
+        assert set(row["similarity"]) == {"tiny", "tiny40"}
+        assert row["lpips"] <= 0.05 + 1e-6 and row["ssim"] >= 0.93 - 1e-6  # the mid budget holds as written
+    report = json.loads((out.parent / "summary.json").read_text())
+    assert {row["file"] for row in report["files"]} == set(rows) and report["preset"]["name"] == "mid"
+
+
+def test_originals_untouched_and_outputs_mirror_the_tree(first_run):
+    album, out, _, hashes, _ = first_run
+    assert {p: sha(p) for p in album.rglob("*") if p.is_file()} == hashes
+    assert (out / "sub" / "Zoë 写真.jpg").is_file()
+    for name, fmt in [("face.jpg", "JPEG"), ("group.png", "PNG"), ("lossless.webp", "WEBP"), ("cmyk.jpg", "JPEG")]:
+        with Image.open(out / name) as image:
+            assert image.format == fmt and image.mode in ("RGB", "RGBA")
+    assert (out / "tiny.png").read_bytes() == (album / "tiny.png").read_bytes()
+    assert not (out / "readme.txt").exists() and not (out / "notes.jpg").exists()
+    assert not list(out.rglob(f"*{PART_MARK}*"))
+
+
+def test_only_the_faces_change(first_run):
+    album, out, _, _, _ = first_run
+    before = np.asarray(Image.open(album / "corner.png"))
+    after = np.asarray(Image.open(out / "corner.png"))
+    changed = np.argwhere((before != after).any(axis=2))
+    assert len(changed) > 500  # the face was perturbed
+    assert changed[:, 0].max() < 300 and changed[:, 1].max() < 300  # nothing far from it
+    assert (before[:, 320:] == after[:, 320:]).all()
+    group_before, group_after = np.asarray(Image.open(album / "group.png")), np.asarray(Image.open(out / "group.png"))
+    for third in range(3):  # each of the three faces was protected
+        assert (group_before[:, 250 * third:250 * (third + 1)] != group_after[:, 250 * third:250 * (third + 1)]).any()
+
+
+def test_metadata_gps_orientation_alpha(first_run):
+    album, out, _, _, _ = first_run
+    with Image.open(out / "gps.jpg") as image:
+        exif = image.getexif()
+        assert GPS_IFD not in exif and exif[0x010F] == "TestCam"
+    with Image.open(out / "rotated.jpg") as image:  # turned upright, orientation reset, GPS gone
+        assert image.size == (250, 250) and image.getexif().get(ORIENTATION) == 1
+        assert GPS_IFD not in image.getexif()
+        upright = np.asarray(image.convert("RGB"), np.float32)
+    original = np.asarray(Image.open(album / "face.jpg").convert("RGB"), np.float32)
+    assert np.abs(upright - original).mean() < 4  # the same view as the upright original
+    with Image.open(out / "landscape.jpg") as image:  # copied without a face: pixels the same, GPS gone
+        assert GPS_IFD not in image.getexif()
+        assert np.array_equal(np.asarray(image), np.asarray(Image.open(album / "landscape.jpg")))
+    with Image.open(out / "alpha.png") as image:
+        assert image.mode == "RGBA"
+        assert (np.asarray(image)[..., 3] == np.asarray(Image.open(album / "alpha.png"))[..., 3]).all()
+
+
+def test_keep_gps(album, tmp_path):
+    out = tmp_path / "kept"
+    options = opts(preset="low", attack="lowkey", keep_gps=True)
+    files = [album / "gps.jpg", album / "landscape.jpg"]
+    result = run_protect(files, out, options, protector_factory=tiny_factory, log=lambda s: None)
+    assert result.exit_code == 0
+    for name in ("gps.jpg", "landscape.jpg"):
+        with Image.open(out / name) as image:
+            assert image.getexif().get_ifd(GPS_IFD)[1] == "N"
+    assert (out / "landscape.jpg").read_bytes() == (album / "landscape.jpg").read_bytes()
+
+
+def test_big_photo_costs_what_its_face_costs(first_run):
+    _, out, result, _, _ = first_run
+    row = rows_by_file(result)["big.jpg"]
+    assert row["face_details"][0]["work_scale"] < 1  # attacked on a downscaled region
+    assert row["seconds"] < 60
+    with Image.open(out / "big.jpg") as image:
+        assert image.size == (6400, 4700)
+
+
+def test_second_run_resumes(first_run):
+    album, out, _, _, _ = first_run
+    calls = []
+
+    def counting_factory(*args):
+        calls.append(1)
+        return tiny_factory(*args)
+
+    options = opts(preset="mid", attack="lowkey")
+    again = run_protect([album], out, options, protector_factory=counting_factory, log=lambda s: None)
+    rows = rows_by_file(again)
+    assert rows["face.jpg"]["status"] == "done" and rows["landscape.jpg"]["status"] == "copied"
+    assert rows["notes.jpg"]["status"] == "unreadable"  # failures are tried again, and fail again
+    assert not calls  # nothing needed the models
+    # A changed preset redoes the work.
+    redo = run_protect([album / "face.jpg"], out.parent / "redo", opts(preset="low", attack="lowkey"),
+                       protector_factory=tiny_factory, log=lambda s: None)
+    assert rows_by_file(redo)["face.jpg"]["status"] == "protected"
+
+
+def test_no_face_skip(album, tmp_path):
+    result = run_protect([album / "landscape.jpg"], tmp_path / "o", opts(no_face="skip"),
+                         protector_factory=tiny_factory, log=lambda s: None)
+    assert result.rows[0]["status"] == "no face" and result.exit_code == 0
+    assert not (tmp_path / "o" / "landscape.jpg").exists()
+
+
+def test_refuses_out_inside_input(album, tmp_path):
+    for out in (album, album / "sub" / "protected"):
+        with pytest.raises(UsageError):
+            run_protect([album], out, opts(), protector_factory=tiny_factory, log=lambda s: None)
+    with pytest.raises(UsageError):  # a single file whose output would replace it
+        run_protect([album / "face.jpg"], album, opts(), protector_factory=tiny_factory)
+    assert protect.main([str(album), "--out", str(album / "x")]) == 2
+    assert not (album / "x").exists()
+
+
+DRIVER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_protect import opts, tiny_factory
+    from fr_shield.protect import ProtectOptions, run_protect
+    import fr_shield.protect as protect
+
+    slow = protect.protect_file
+    def protect_file(job, *args, **kwargs):
+        print("start", job.relative, flush=True)
+        return slow(job, *args, **kwargs)
+    protect.protect_file = protect_file
+    result = run_protect({inputs!r}, {out!r}, opts(preset="mid", attack="lowkey"),
+                         protector_factory=tiny_factory)
+    sys.exit(result.exit_code)
+""")
+
+
+def test_interrupted_run_leaves_no_partial_output_and_resumes(album, tmp_path):
+    inputs = [str(album / name) for name in ("face.jpg", "group.png", "corner.png", "gps.jpg")]
+    out = tmp_path / "out"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(tests=str(TESTS), inputs=inputs, out=str(out)))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=TESTS.parent)
+    started = 0
+    for line in process.stdout:  # interrupt while the second photo is being protected
+        if line.startswith("start"):
+            started += 1
+            if started == 2:
+                time.sleep(0.3)
+                process.send_signal(signal.SIGINT)
+                break
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    order = ["face.jpg", "group.png", "corner.png", "gps.jpg"]
+    assert sorted(written) == sorted(order[:len(written)]) and len(written) < 4  # whole files only
+    assert not list(out.rglob(f"*{PART_MARK}*"))
+    for name in written:
+        Image.open(out / name).load()  # complete, decodable
+    # A hard kill leaves a temporary file at worst; the next run removes it and finishes the job.
+    (out / f".corner.png{PART_MARK}999").write_bytes(b"half a file")
+    result = run_protect([Path(p) for p in inputs], out, opts(preset="mid", attack="lowkey"),
+                         protector_factory=tiny_factory, log=lambda s: None)
+    statuses = {row["file"]: row["status"] for row in result.rows}
+    assert result.exit_code == 0 and set(statuses.values()) <= {"done", "protected"}
+    assert all(statuses[name] == "done" for name in written if name in statuses)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["corner.png", "face.jpg", "gps.jpg", "group.png"]
+    assert not list(out.rglob(f"*{PART_MARK}*"))
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def test_presets_are_typed_and_ordered():
+    assert set(preset_names()) >= {"low", "mid", "high"}
+    presets = [load_preset(name) for name in ("low", "mid", "high")]
+    assert [p.linf for p in presets] == sorted(p.linf for p in presets)
+    assert [p.lpips_max for p in presets] == sorted(p.lpips_max for p in presets)
+    assert all(p.target and p.steps > 0 for p in presets)
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_preset("extreme")
+
+
+def test_budget_bisection_shrinks_until_it_holds():
+    import torch
+
+    from fr_shield.models.spec import ARCFACE_112
+
+    class Mean(torch.nn.Module):  # a "metric" that is the mean absolute difference
+        def forward(self, x, y):
+            return (x - y).abs().flatten(1).mean(1)
+
+    clean = torch.full((1, 3, 160, 160), 0.5)
+    delta = torch.full_like(clean, 0.08)
+    points = [(ARCFACE_112 + 20).astype(np.float32)]
+    result = enforce_budget(clean, delta, points, Budget(lpips_max=0.02, ssim_min=0.0), Mean(), lambda x: x)
+    assert result.met and 0.2 < result.scale <= 0.25 and result.lpips[0] <= 0.02
+    free = enforce_budget(clean, delta, points, Budget(1.0, 0.0), Mean(), lambda x: x)
+    assert free.scale == 1.0 and free.evaluations == 1
+
+
+def test_mask_and_clusters():
+    from fr_shield.models.spec import ARCFACE_112
+
+    points = (ARCFACE_112 + 40).astype(np.float32)
+    mask = soft_mask((200, 200), [points], np.array([[1.0, 0, 0], [0, 1.0, 0]])).numpy()
+    assert mask[int(points[2, 1]), int(points[2, 0])] == 1.0  # nose: full strength
+    assert mask[0, 0] == 0.0 and mask[199, 199] == 0.0 and 0 < mask.mean() < 0.5
+    groups = cluster_regions([(0, 0, 10, 10), (5, 5, 20, 20), (50, 50, 60, 60)])
+    assert sorted(sorted(g[1]) for g in groups) == [[0, 1], [2]]
+
+
+def test_xmp_gps_removed_and_orientation_reset():
+    xmp = (b'<x:xmpmeta><rdf:Description exif:GPSLatitude="52,31.2N" exif:GPSLongitude="13,24E" '
+           b'tiff:Orientation="6" dc:title="x"><exif:GPSAltitude>12</exif:GPSAltitude></rdf:Description></x:xmpmeta>')
+    cleaned = clean_xmp(xmp, keep_gps=False, upright=True)
+    assert b"GPS" not in cleaned and b'tiff:Orientation="1"' in cleaned and b'dc:title="x"' in cleaned
+    assert clean_xmp(xmp, keep_gps=True, upright=False) == xmp
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_gps_stripped_without_reencoding(tmp_path, fmt):
+    pixels = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
+    path = tmp_path / f"p.{fmt.lower()}"
+    Image.fromarray(pixels).save(path, fmt, exif=gps_exif().tobytes(), **({"lossless": True} if fmt == "WEBP" else {}))
+    photo = read_photo(path)
+    assert photo.had_gps
+    stripped = without_gps(photo, path.read_bytes())
+    with Image.open(io.BytesIO(stripped)) as image:
+        assert GPS_IFD not in image.getexif() and image.getexif()[0x010F] == "TestCam"
+        assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(Image.open(path).convert("RGB")))
