@@ -48,6 +48,7 @@ from fr_shield.detect import Face, FaceDetector
 from fr_shield.errors import FrShieldError, ImageError
 from fr_shield.models.spec import ARCFACE_112, ModelSpec
 from fr_shield.paths import PROJECT_ROOT
+from fr_shield.weights import sha256_of
 from fr_shield.photo_files import (
     Photo,
     TooSmall,
@@ -439,14 +440,6 @@ def _row(file: str, status: str, **values) -> dict:
     return row
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def settings_key(preset: PresetConfig, attack_config: dict, options: ProtectOptions) -> str:
     values = {"preset": asdict(preset), "attack": attack_config, "keep_gps": options.keep_gps,
               "no_face": options.no_face}
@@ -471,12 +464,12 @@ class Manifest:
             return None
         if entry.get("output") is None:  # a file deliberately not written (no face, --no-face skip)
             return entry["row"] if not job.target.exists() else None
-        if not job.target.is_file() or _sha256(job.target) != entry["output"]:
+        if not job.target.is_file() or sha256_of(job.target) != entry["output"]:
             return None
         return entry["row"]
 
     def record(self, job: Job, source_hash: str, key: str, row: dict) -> None:
-        output = _sha256(job.target) if row.get("output") else None
+        output = sha256_of(job.target) if row.get("output") else None
         self.entries[job.relative.as_posix()] = {"source": source_hash, "settings": key, "output": output, "row": row}
         write_atomic(self.file, json.dumps(self.entries, indent=1).encode())
 
@@ -626,7 +619,7 @@ def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
     try:
         for job in bar:
             bar.set_postfix_str(job.relative.as_posix()[-40:])
-            source_hash = _sha256(job.source) if job.source.is_file() else ""
+            source_hash = sha256_of(job.source) if job.source.is_file() else ""
             done = manifest.complete(job, source_hash, key)
             if done is not None:
                 rows.append({**done, "status": "done" if done["status"] == "protected" else done["status"],

@@ -25,13 +25,7 @@ from fr_shield.detect import FaceDetector
 FACE_PHOTO = "George_W_Bush/George_W_Bush_0001.jpg"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-1 workloads gain little from threads and lose 10x when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

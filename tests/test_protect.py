@@ -59,15 +59,7 @@ def tiny_factory(preset, config, device):
     return FaceProtector(preset, config, device, surrogates=[TinyFR(0), TinyFR(1, size=40, name="tiny40")])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-1 tiny workloads gain little from threads and lose 10x when the cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def opts(**values) -> ProtectOptions:

@@ -58,6 +58,11 @@ def face_weights(faces: Faces, device: torch.device) -> torch.Tensor:
     return torch.cat([torch.full((len(f),), 1.0 / max(len(f), 1), device=device) for f in faces])
 
 
+def face_images(faces: Faces, device: torch.device) -> torch.Tensor:
+    """The image index of every face, in the order ``crops_of`` stacks them."""
+    return torch.cat([torch.full((len(f),), i, device=device) for i, f in enumerate(faces)]).long()
+
+
 class ProtectionObjective(nn.Module):
     def __init__(self, surrogates: list[nn.Module], branches: list[Branch], normaliser: str = "norm",
                  alpha: float = 0.05, perceptual: nn.Module | None = None):
@@ -79,8 +84,7 @@ class ProtectionObjective(nn.Module):
 
     def feature_term(self, adversarial: torch.Tensor, faces: Faces, targets: list[torch.Tensor]) -> torch.Tensor:
         """Per image: the normalised squared embedding shift, averaged over branches, models, faces."""
-        weights = face_weights(faces, adversarial.device)
-        image_of_face = torch.cat([torch.full((len(f),), i, device=adversarial.device) for i, f in enumerate(faces)]).long()
+        weights, image_of_face = face_weights(faces, adversarial.device), face_images(faces, adversarial.device)
         total = adversarial.new_zeros(len(faces))
         for branch in self.branches:
             view = branch(adversarial)
@@ -94,8 +98,7 @@ class ProtectionObjective(nn.Module):
         """Per image: mean of LPIPS on its face crops (averaged) and on the full photo."""
         if self.perceptual is None:
             return adversarial.new_zeros(len(faces))
-        weights = face_weights(faces, adversarial.device)
-        image_of_face = torch.cat([torch.full((len(f),), i, device=adversarial.device) for i, f in enumerate(faces)]).long()
+        weights, image_of_face = face_weights(faces, adversarial.device), face_images(faces, adversarial.device)
         on_faces = self.perceptual(crops_of(clean, faces, FACE_CROP), crops_of(adversarial, faces, FACE_CROP))
         face_mean = adversarial.new_zeros(len(faces)).index_add(0, image_of_face, on_faces * weights)
         return 0.5 * (face_mean + self.perceptual(clean, adversarial))
