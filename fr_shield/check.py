@@ -34,7 +34,9 @@ from fr_shield.detect import Face, FaceDetector
 from fr_shield.errors import FrShieldError, ImageError
 from fr_shield.imageio import load_rgb
 from fr_shield.photo_files import is_photo_name, write_atomic
-from fr_shield.protect import face_region, similarity, snap_region
+from fr_shield.models.spec import pair_similarity
+from fr_shield.protect import face_region
+from fr_shield.regions import snap_region
 
 DEFAULT_MODELS = ("sface", "dlib_resnet", "facenet_casia")
 KERNELS = (3, 5, 7, 9, 11)
@@ -209,7 +211,7 @@ class Checker:
             for model in self.models:
                 target = model(align_faces(clean, [face.landmarks], model.spec))
                 crops = torch.cat([align_faces(view, [local], model.spec) for view in views])
-                values = similarity(model(crops), target.expand(len(crops), -1), model.spec).cpu().tolist()
+                values = pair_similarity(model(crops), target.expand(len(crops), -1), model.spec).cpu().tolist()
                 scores[model.spec.name] = {t.label: float(v) for t, v in zip(self.transforms, values)}
                 matched[model.spec.name] = {t.label: bool(v >= model.spec.threshold) for t, v in zip(self.transforms, values)}
             matched_under = [f"{m}@{t}" for m, row in matched.items() for t, hit in row.items() if hit]

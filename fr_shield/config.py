@@ -62,6 +62,9 @@ class AttackConfig:
     faces: str = "all"  # all | first (LowKey protects only the first detected face)
     batch_size: int = 8
     seed: int = 0
+    # Early stop: an image stops once every surrogate's embedding of every branch view is this far
+    # past the model's match threshold (similarity units). None: all steps (the reference).
+    stop_margin: float | None = None
 
 
 @dataclass

@@ -46,8 +46,9 @@ from fr_shield.attacks.store import quantise
 from fr_shield.budget import PresetConfig, enforce_budget, load_preset, preset_names
 from fr_shield.detect import Face, FaceDetector
 from fr_shield.errors import FrShieldError, ImageError
-from fr_shield.models.spec import ARCFACE_112, ModelSpec
+from fr_shield.models.spec import ARCFACE_112, ModelSpec, pair_similarity
 from fr_shield.paths import PROJECT_ROOT
+from fr_shield.regions import cluster_regions, crop_footprint, snap_region
 from fr_shield.weights import sha256_of
 from fr_shield.photo_files import (
     Photo,
@@ -64,7 +65,6 @@ from fr_shield.photo_files import (
 
 MANIFEST = ".fr-shield-manifest.json"
 WORK_SIDE = 224.0  # faces whose 112-crop spans more photo pixels than this are attacked downscaled
-BLOCK = 8  # regions are aligned to JPEG's 8 x 8 blocks, so a region's JPEG equals the photo's there
 # The soft face mask, in the 112 x 112 ArcFace crop of each face: an ellipse over face and hairline,
 # full strength inside radius INNER, a cosine fall-off to zero at radius OUTER.
 MASK_CENTRE = (56.0, 54.0)
@@ -89,63 +89,15 @@ def face_side(landmarks: np.ndarray) -> float:
     return 112.0 / math.sqrt(abs(float(np.linalg.det(matrix[:, :2].astype(np.float64)))))
 
 
-def _source_rect(landmarks: np.ndarray, template: np.ndarray, size: tuple[int, int],
-                 box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Photo-pixel bounding box (x0, y0, x1, y1) of a crop (or of ``box`` in crop pixels)."""
-    matrix = similarity_transform(landmarks, template)
-    inverse = np.linalg.inv(np.vstack([matrix.astype(np.float64), [0, 0, 1]]))[:2]
-    x0, y0, x1, y1 = box if box is not None else (0.0, 0.0, size[1] - 1.0, size[0] - 1.0)
-    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float64) @ inverse.T
-    return np.array([corners[:, 0].min(), corners[:, 1].min(), corners[:, 0].max(), corners[:, 1].max()])
-
-
 def face_region(landmarks: np.ndarray, specs: Sequence[ModelSpec], margin: float) -> np.ndarray:
     """What attacking or checking this face touches: every model's crop and the mask, plus a margin."""
     mask_box = (MASK_CENTRE[0] - MASK_AXES[0] * MASK_OUTER, MASK_CENTRE[1] - MASK_AXES[1] * MASK_OUTER,
                 MASK_CENTRE[0] + MASK_AXES[0] * MASK_OUTER, MASK_CENTRE[1] + MASK_AXES[1] * MASK_OUTER)
-    rects = [_source_rect(landmarks, ARCFACE_112, (112, 112), mask_box)]
-    rects += [_source_rect(landmarks, spec.template, spec.input_size) for spec in [FACE_CROP, *specs]]
+    rects = [crop_footprint(landmarks, ARCFACE_112, (112, 112), mask_box)]
+    rects += [crop_footprint(landmarks, spec.template, spec.input_size) for spec in [FACE_CROP, *specs]]
     rects = np.array(rects)
     return np.array([rects[:, 0].min() - margin, rects[:, 1].min() - margin,
                      rects[:, 2].max() + margin, rects[:, 3].max() + margin])
-
-
-def snap_region(rect: np.ndarray, image_hw: tuple[int, int], block: int = BLOCK, minimum: int = 40) -> tuple[int, int, int, int]:
-    """Integer region inside the photo, corners on the ``block`` grid (or the photo's edge)."""
-    height, width = image_hw
-    x0, y0, x1, y1 = rect
-    centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
-    x0, x1 = min(x0, centre_x - minimum / 2), max(x1, centre_x + minimum / 2)
-    y0, y1 = min(y0, centre_y - minimum / 2), max(y1, centre_y + minimum / 2)
-    x0 = max(0, math.floor(x0 / block) * block)
-    y0 = max(0, math.floor(y0 / block) * block)
-    x1 = min(width, math.ceil(x1 / block) * block)
-    y1 = min(height, math.ceil(y1 / block) * block)
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
-
-
-def _overlap(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def cluster_regions(regions: list[tuple[int, int, int, int]]) -> list[tuple[tuple[int, int, int, int], list[int]]]:
-    """Merge overlapping regions: [(union region, indices of the faces in it)]."""
-    groups = [(tuple(r), [i]) for i, r in enumerate(regions)]
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                if _overlap(groups[i][0], groups[j][0]):
-                    a, b = groups[i][0], groups[j][0]
-                    union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    groups[i] = (union, groups[i][1] + groups[j][1])
-                    del groups[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    return groups
 
 
 def soft_mask(shape_hw: tuple[int, int], landmarks: Sequence[np.ndarray], to_photo: np.ndarray) -> torch.Tensor:
@@ -190,13 +142,6 @@ class FaceRecord:
     budget_met: bool = True
     similarity: dict[str, float] = field(default_factory=dict)
     work_scale: float = 1.0  # < 1: attacked on a downscaled copy of its region
-
-
-def similarity(a: torch.Tensor, b: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """Row-wise similarity in the model's own terms: cosine, or minus the Euclidean distance."""
-    if spec.similarity == "euclidean":
-        return -(a - b).norm(dim=1)
-    return F.cosine_similarity(a, b, dim=1)
 
 
 def load_attack_config(name: str, preset: PresetConfig, surrogates: Sequence[str] | None = None) -> dict:
@@ -353,7 +298,7 @@ class FaceProtector:
         lpips, ssims = self.metric(a, b).cpu().tolist(), ssim(a, b).cpu().tolist()
         per_model = {}
         for model in self.models:
-            per_model[model.spec.name] = similarity(model(align_faces(clean, points, model.spec)),
+            per_model[model.spec.name] = pair_similarity(model(align_faces(clean, points, model.spec)),
                                                     model(align_faces(saved, points, model.spec)), model.spec).cpu().tolist()
         for index, record in enumerate(records):
             record.lpips, record.ssim = lpips[index], ssims[index]

@@ -9,7 +9,7 @@ import torch
 from fr_shield.attacks import Branch, ProtectionAttack, ProtectionObjective
 from fr_shield.attacks.attack import OptimiserSettings
 from fr_shield.models.spec import ARCFACE_112
-from tiny_models import ChannelMean, TinyFR
+from tiny_models import ChannelMean, TinyFR, TinyPerceptual
 
 FACE = (ARCFACE_112 * 0.8 + 30).astype(np.float32)  # a face well inside a 160 x 160 photo
 
@@ -106,3 +106,67 @@ def test_bad_settings_are_rejected():
         ProtectionAttack(ProtectionObjective([ChannelMean()], [Branch()]), OptimiserSettings("sgd"))
     with pytest.raises(ValueError, match="branch kind"):
         Branch("sharpen", 3)(torch.rand(1, 3, 20, 20))
+
+
+def stopping_attack(stop_margin, steps=40, optimiser="signed"):
+    objective = ProtectionObjective([TinyFR(0), TinyFR(1, size=40, name="tiny40")], [Branch(), Branch("box", 3)],
+                                    "norm", alpha=0.0)
+    return ProtectionAttack(objective, OptimiserSettings(optimiser, steps, 0.01, 0.005, None, 0, stop_margin))
+
+
+@pytest.mark.parametrize("optimiser", ["signed", "adam"])
+def test_early_stop_freezes_each_image_once_past_every_threshold(optimiser):
+    images = torch.cat([photo(0), photo(1)])
+    faces = [[FACE], [FACE]]
+    stopped = stopping_attack(0.0, optimiser=optimiser)(images, faces)
+    assert min(stopped.steps_taken) < 40  # at least one image stopped early
+    objective = stopping_attack(0.0).objective
+    _, parts = objective(stopped.protected, images, faces, objective.targets(images, faces))
+    for image, taken in enumerate(stopped.steps_taken):
+        if taken < 40:
+            assert parts["margin"][image] >= 0  # every view of every model is past its threshold
+            assert np.isnan(stopped.objective[-1][image]) or taken == len(stopped.objective) - 1
+    # A stopped image is exactly where a run of that many steps (same batch, same noise) left it.
+    first = int(np.argmin(stopped.steps_taken))
+    shorter = stopping_attack(None, steps=stopped.steps_taken[first], optimiser=optimiser)(images, faces)
+    assert torch.allclose(stopped.protected[first], shorter.protected[first], atol=1e-6)
+
+
+def test_without_stop_margin_every_step_runs():
+    result = stopping_attack(None, steps=6)(photo(), [[FACE]])
+    assert result.steps_taken == [6] and len(result.objective) == 6
+
+
+def test_cached_clean_features_give_the_same_objective():
+    class Uncached(torch.nn.Module):  # the same metric without the features interface
+        def __init__(self, metric):
+            super().__init__()
+            self.metric = metric
+
+        def forward(self, x, y):
+            return self.metric(x, y)
+
+    metric = TinyPerceptual()
+    clean = torch.cat([photo(0), photo(1)])
+    adversarial = (clean + 0.03 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    faces = [[FACE], [FACE, FACE + 8]]
+    values = []
+    for perceptual in (metric, Uncached(metric)):
+        objective = ProtectionObjective([TinyFR(0)], [Branch(), Branch("gaussian", 7, 3.0)], "norm", 0.5, perceptual)
+        values.append(objective(adversarial, clean, faces, objective.targets(clean, faces))[0])
+    assert torch.allclose(values[0], values[1], atol=1e-6)
+
+
+def test_targets_select_and_photo_weights():
+    clean = torch.cat([photo(0), photo(1), photo(2)])
+    faces = [[FACE], [FACE, FACE + 8], [FACE + 4]]
+    objective = ProtectionObjective([TinyFR(0)], [Branch()], "norm", 1.0, TinyPerceptual())
+    targets = objective.targets(clean, faces)
+    picked = targets.select([1, 2], faces)
+    assert torch.equal(picked.embeddings[0], targets.embeddings[0][1:])
+    assert torch.equal(picked.photo_features[0], targets.photo_features[0][1:])
+    adversarial = (clean + 0.05).clamp(0, 1)
+    plain = objective.perceptual_term(adversarial, clean, faces, targets)
+    doubled = objective.perceptual_term(adversarial, clean, faces, targets, torch.tensor([2.0, 2.0, 2.0]))
+    on_photo = TinyPerceptual()(clean, adversarial)
+    assert torch.allclose(doubled - plain, 0.5 * on_photo, atol=1e-6)

@@ -40,3 +40,25 @@ class ChannelMean(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
+
+
+class TinyPerceptual(nn.Module):
+    """A perceptual distance with ST-LPIPS's interface (features, distance_from_features, forward)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+        self.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.tanh(self.conv(x)), x]
+
+    def distance_from_features(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+        return sum((a - b).pow(2).mean(dim=(1, 2, 3)) for a, b in zip(fx, fy))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.distance_from_features(self.features(x), self.features(y))

@@ -4,6 +4,10 @@ LowKey's reference loop: start from x + U(-0.005, 0.005), then 50 signed-gradien
 of 0.0025 on the full-resolution photo, clamped to [0, 1], with no L-infinity projection in the
 LPIPS variant. Adam on the perturbation is the alternative optimiser. Images whose faces list is
 empty pass through unchanged.
+
+Early stop (``stop_margin``, off in the reference configs): an image stops moving once every
+surrogate's embedding of every face and branch view is ``stop_margin`` past the model's match
+threshold; the remaining images carry on as a smaller batch, and the loop ends when none is left.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ class OptimiserSettings:
     init_noise: float = 0.005  # half-width of the uniform starting noise
     linf: float | None = None  # hard L-infinity bound around the clean photo; None: unbounded
     seed: int = 0
+    stop_margin: float | None = None  # freeze an image once every surrogate is this far past its threshold
 
 
 @dataclass
 class AttackResult:
     protected: torch.Tensor  # [B, 3, H, W] in [0, 1]
-    objective: list[list[float]] = field(default_factory=list)  # per step, per image
+    objective: list[list[float]] = field(default_factory=list)  # per step, per image (nan once stopped)
     lpips: list[list[float]] = field(default_factory=list)
+    steps_taken: list[int] = field(default_factory=list)  # per image: steps applied before it stopped
 
 
 class ProtectionAttack:
@@ -46,47 +52,83 @@ class ProtectionAttack:
             adversarial = torch.max(torch.min(adversarial, clean + self.settings.linf), clean - self.settings.linf)
         return adversarial.clamp(0.0, 1.0)
 
-    def __call__(self, images: torch.Tensor, faces: Faces, on_step=None) -> AttackResult:
+    def __call__(self, images: torch.Tensor, faces: Faces, on_step=None,
+                 photo_weights: torch.Tensor | None = None) -> AttackResult:
         clean = images.detach()
         has_face = torch.tensor([len(f) > 0 for f in faces], device=clean.device)
         if not has_face.any():
             return AttackResult(clean.clone())
         keep = [i for i, f in enumerate(faces) if f]
         work, work_faces = clean[keep], [faces[i] for i in keep]
-        protected = self._optimise(work, work_faces, on_step)
+        weights = None if photo_weights is None else photo_weights[keep]
+        protected = self._optimise(work, work_faces, on_step, weights)
         output = clean.clone()
         output[keep] = protected.protected
         protected.protected = output
         return protected
 
-    def _optimise(self, clean: torch.Tensor, faces: Faces, on_step) -> AttackResult:
+    def _optimise(self, clean: torch.Tensor, faces: Faces, on_step, photo_weights) -> AttackResult:
         settings = self.settings
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         noise = (torch.rand(clean.shape, generator=generator) * 2 - 1) * settings.init_noise
-        adversarial = self._project(clean + noise.to(clean.device), clean)
-        targets = self.objective.targets(clean, faces)
-        result = AttackResult(adversarial)
-        delta = adam = None
+        start = self._project(clean + noise.to(clean.device), clean)
+        all_targets = self.objective.targets(clean, faces)
+        result = AttackResult(start, steps_taken=[settings.steps] * len(faces))
+        # The perturbation is the optimised variable; signed steps and Adam both update it.
+        delta = (start - clean).detach()
+        adam = None
         if settings.optimiser == "adam":
-            delta = (adversarial - clean).requires_grad_(True)
+            delta.requires_grad_(True)
             adam = torch.optim.Adam([delta], lr=settings.step_size, maximize=True)
+        active = list(range(len(faces)))
         for step in range(settings.steps):
-            current = (clean + delta) if delta is not None else adversarial.requires_grad_(True)
-            value, parts = self.objective(current, clean, faces, targets)
-            if delta is not None:
+            work_clean, work_faces = clean[active], [faces[i] for i in active]
+            targets = all_targets if len(active) == len(faces) else all_targets.select(active, faces)
+            weights = None if photo_weights is None else photo_weights[active]
+            if adam is not None:
+                current = clean[active] + delta[active]
+            else:
+                current = (work_clean + delta[active]).requires_grad_(True)
+            value, parts = self.objective(current, work_clean, work_faces, targets, weights)
+            self._record(result, step, active, len(faces), value, parts)
+            if on_step is not None:
+                on_step(step, value.detach(), parts)
+            moving = self._still_moving(parts["margin"])
+            if adam is not None:
                 adam.zero_grad()
                 value.sum().backward()
+                before = delta.detach().clone()
                 adam.step()
                 with torch.no_grad():  # keep clean + delta inside [0, 1] and the budget
                     delta.copy_(self._project(clean + delta, clean) - clean)
+                    # Adam's momentum would move stopped images too: put them back.
+                    stopped = torch.ones(len(faces), dtype=torch.bool, device=clean.device)
+                    stopped[torch.as_tensor(active, device=clean.device)[moving]] = False
+                    delta[stopped] = before[stopped]
             else:
                 (gradient,) = torch.autograd.grad(value.sum(), current)
                 with torch.no_grad():
-                    adversarial = self._project(current + settings.step_size * gradient.sign(), clean)
-            result.objective.append(value.detach().cpu().tolist())
-            result.lpips.append(parts["lpips"].cpu().tolist())
-            if on_step is not None:
-                on_step(step, value.detach(), parts)
+                    stepped = self._project(current + settings.step_size * gradient.sign(), work_clean) - work_clean
+                    index = torch.as_tensor(active, device=clean.device)[moving]
+                    delta[index] = stepped[moving]
+            for slot in (~moving).nonzero().flatten().tolist():
+                result.steps_taken[active[slot]] = step
+            active = [image for image, keep in zip(active, moving.tolist()) if keep]
+            if not active:
+                break
         with torch.no_grad():
-            result.protected = (clean + delta).detach() if delta is not None else adversarial.detach()
+            result.protected = (clean + delta).detach()
         return result
+
+    def _still_moving(self, margin: torch.Tensor) -> torch.Tensor:
+        if self.settings.stop_margin is None:
+            return torch.ones_like(margin, dtype=torch.bool)
+        return margin < self.settings.stop_margin
+
+    @staticmethod
+    def _record(result: AttackResult, step: int, active: list[int], total: int, value, parts) -> None:
+        objective, lpips = [float("nan")] * total, [float("nan")] * total
+        for image, v, p in zip(active, value.detach().tolist(), parts["lpips"].tolist()):
+            objective[image], lpips[image] = v, p
+        result.objective.append(objective)
+        result.lpips.append(lpips)

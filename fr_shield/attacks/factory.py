@@ -17,6 +17,8 @@ from fr_shield.perceptual import stlpips
 # Settings that change what an attack produces: they key the cache of protected photos.
 RESULT_KEYS = ("surrogates", "branches", "normaliser", "optimiser", "steps", "step_size",
                "init_noise", "linf", "alpha", "lpips_backbone", "faces", "seed")
+# Later settings: keyed only when set, so photos protected before they existed stay valid.
+OPTIONAL_RESULT_KEYS = ("stop_margin",)
 
 
 def as_dict(config) -> dict:
@@ -26,7 +28,9 @@ def as_dict(config) -> dict:
 def attack_key(config) -> str:
     """A short hash of everything that determines the protected photo."""
     values = as_dict(config)
-    return hashlib.sha1(json.dumps({k: values[k] for k in RESULT_KEYS}, sort_keys=True).encode()).hexdigest()[:12]
+    keyed = {k: values[k] for k in RESULT_KEYS}
+    keyed.update({k: values[k] for k in OPTIONAL_RESULT_KEYS if values.get(k) is not None})
+    return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_attack(config, weights_dir: str | Path | None = None,
@@ -40,5 +44,5 @@ def build_attack(config, weights_dir: str | Path | None = None,
         models, [Branch(**branch) for branch in values["branches"]], values["normaliser"], values["alpha"], perceptual
     )
     settings = OptimiserSettings(values["optimiser"], values["steps"], values["step_size"], values["init_noise"],
-                                 values["linf"], values["seed"])
+                                 values["linf"], values["seed"], values.get("stop_margin"))
     return ProtectionAttack(objective, settings)

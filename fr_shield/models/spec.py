@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 # The five-point ArcFace template (eyes, nose tip, mouth corners) in a 112 x 112 crop.
 ARCFACE_112 = np.array(
@@ -54,3 +56,13 @@ class ModelSpec:
     licence: str = ""
     source: str = ""
     weights: tuple[str, ...] = ()  # names in ``fr_shield.weights.WEIGHTS``
+
+
+def pair_similarity(a: torch.Tensor, b: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """Row-wise similarity of embeddings in the model's own terms: cosine, or minus the distance.
+
+    Broadcasts over leading dimensions; "same person" when the result is >= ``spec.threshold``.
+    """
+    if spec.similarity == "euclidean":
+        return -(a - b).norm(dim=-1)
+    return F.cosine_similarity(a, b, dim=-1)

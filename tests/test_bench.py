@@ -1,0 +1,32 @@
+"""``make bench`` end to end on a tiny setting: real models, real LFW photos, a real report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_attack  # noqa: E402
+
+pytestmark = pytest.mark.real
+
+
+def test_bench_writes_the_table_and_json(lfw_root, weight_cache, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = bench_attack.main(["--json", str(out), "--steps", "2", "--identities", "2", "--distractors", "4",
+                              "--quick", "--threads", "2"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["peak_gflops"] > 0
+    (case,) = report["cases"]
+    for key in ("name", "seconds_per_image", "reference_seconds_per_image", "speedup", "protected_top1"):
+        assert key in case
+    assert case["seconds_per_image"] > 0 and case["speedup"] > 0
+    assert 0.0 <= case["protected_top1"] <= 1.0 and case["gflop_per_step"] > 1.0
+    assert report["clean_top1"]["mean"] == 1.0  # two identities, clean: everything is recognised
+    assert {row["model"] for row in report["evaluation"]} == {"sface", "dlib_resnet", "facenet_casia"}
+    assert "speed-up" in capsys.readouterr().out
