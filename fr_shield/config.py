@@ -42,6 +42,23 @@ class BranchConfig:
 
 
 @dataclass
+class EOTFamilyConfig:
+    name: str = "median_blur"  # a fr_shield.attacks.eot.EOT_FAMILIES name
+    levels: list[Any] = field(default_factory=lambda: [None])
+
+
+@dataclass
+class EOTConfig:
+    """Expectation over transformations, sampled each step (``fr_shield.attacks.eot``)."""
+
+    samples: int = 2  # transforms drawn per step, added to the fixed branches
+    # null: the study's blurs (median/box/gaussian k 3-11), JPEG 50-90 (differentiable), resize 1/2, 3/4
+    families: list[EOTFamilyConfig] | None = None
+    diversity_shrink: float = 0.9  # smallest shrink of input diversity (attack.input_diversity)
+    seed: int = 0
+
+
+@dataclass
 class AttackConfig:
     """Which protection the protected identities' gallery photos receive (``none``: clean).
 
@@ -65,6 +82,33 @@ class AttackConfig:
     # Early stop: an image stops once every surrogate's embedding of every branch view is this far
     # past the model's match threshold (similarity units). None: all steps (the reference).
     stop_margin: float | None = None
+    # Issue 7 settings; null (the default) leaves the attack as it was and out of the cache key.
+    momentum: float | None = None  # MI-FGSM decay of the signed steps' accumulated gradient
+    input_diversity: float | None = None  # probability of a random shrink-and-pad of each view's crop
+    surrogate_weights: list[float] | None = None  # ensemble weighting, one per surrogate (mean 1)
+    eot: EOTConfig | None = None  # sampled transform views each step
+    mask: str | None = None  # "face": perturbation confined to a soft ellipse over each face
+    # Hard per-face budget, enforced after the attack by bisection on the perturbation's scale
+    # (fr_shield.budget): SSIM of each 112 x 112 face crop >= ssim_min, its ST-LPIPS <= lpips_max.
+    ssim_min: float | None = None
+    lpips_max: float | None = None
+
+
+@dataclass
+class BudgetPointConfig:
+    """One point of a trade-off curve: the per-face budget enforced on the attack's output."""
+
+    ssim_min: float | None = None
+    lpips_max: float | None = None
+
+
+@dataclass
+class TradeoffConfig:
+    """Several budgets x several transforms in one job (``experiment=tradeoff``)."""
+
+    budgets: list[BudgetPointConfig] = field(default_factory=lambda: [BudgetPointConfig()])
+    transforms: list[BlurConfig] = field(default_factory=lambda: [BlurConfig()])
+    clean_rows: bool = True  # also the unprotected photos under each transform (budget "clean")
 
 
 @dataclass
@@ -86,6 +130,7 @@ class RunConfig:
     weights_dir: str | None = None  # None: the weight store's default cache
     cache_dir: str | None = None  # faces and clean embeddings; None: ~/.cache/fr_shield
     progress: bool = True
+    tradeoff: TradeoffConfig | None = None  # set: the job sweeps budgets x transforms (fr_shield.tradeoff)
 
 
 def register_configs() -> None:

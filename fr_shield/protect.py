@@ -122,15 +122,14 @@ def soft_mask(shape_hw: tuple[int, int], landmarks: Sequence[np.ndarray], to_pho
 
 
 class MaskedAttack(ProtectionAttack):
-    """The shared optimiser loop with a per-pixel bound: |delta| <= linf * mask (0 beyond the faces)."""
+    """The shared optimiser loop with a per-pixel bound: |delta| <= linf * mask (0 beyond the faces).
+
+    The base class owns the per-pixel bound (``ProtectionAttack(..., bound=...)``); this keeps
+    the attack's objective (its branches, EOT sampling) and settings.
+    """
 
     def __init__(self, base: ProtectionAttack, bound: torch.Tensor):
-        super().__init__(base.objective, base.settings)
-        self.bound = bound
-
-    def _project(self, adversarial: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-        delta = torch.maximum(torch.minimum(adversarial - clean, self.bound), -self.bound)
-        return (clean + delta).clamp(0.0, 1.0)
+        super().__init__(base.objective, base.settings, bound=bound)
 
 
 @dataclass

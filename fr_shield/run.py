@@ -2,6 +2,7 @@
 
     python -m fr_shield.run                                  # clean baseline on LFW
     python -m fr_shield.run attack=none blur=median,box -m   # "Clean + blur" rows, two jobs
+    python -m fr_shield.run -m experiment=tradeoff attack=lowkey,ours_eot   # budgets x transforms
 
 Each job writes ``results.csv`` (and ``summary.json``) in its Hydra output folder and logs the
 tables to MLflow; a multirun's jobs are child runs of one parent run.
@@ -51,6 +52,8 @@ def job(config: DictConfig) -> Path:
     summary = describe(located)
     log.info("data: %s", summary)
     device = resolve_device(config.device)
+    if config.get("tradeoff") is not None:
+        return _tradeoff_job(config, located, output_dir, cache, device, summary, started)
     protected, quality = None, None
     if config.attack.name != "none":
         targets = [item.path for item in located.split.gallery if item.protected]
@@ -76,6 +79,25 @@ def job(config: DictConfig) -> Path:
         run_id = log_job(table, config, output_dir, list(hydra_config.overrides.task), sweep_dir, summary, quality)
         log.info("logged to MLflow run %s", run_id)
     return output_dir / "results.csv"
+
+
+def _tradeoff_job(config: DictConfig, located, output_dir: Path, cache: Path, device, summary: dict,
+                  started: float) -> Path:
+    """``experiment=tradeoff``: one attack at several budgets under several transforms."""
+    from fr_shield import tradeoff
+
+    if config.attack.name == "none":
+        raise FrShieldError("the trade-off needs an attack (attack=lowkey|ours|ours_box|ours_eot)")
+    table = tradeoff.job(config, located, output_dir, cache, device)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if config.logger.enabled:
+        hydra_config = HydraConfig.get()
+        sweep_dir = hydra_config.sweep.dir if hydra_config.mode.name == "MULTIRUN" else None
+        run_id = tradeoff.log_to_mlflow(config, table, output_dir / "quality.csv", output_dir / "tradeoff.csv",
+                                        list(hydra_config.overrides.task), sweep_dir)
+        log.info("logged to MLflow run %s", run_id)
+    return output_dir / "tradeoff.csv"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -8,6 +8,15 @@ empty pass through unchanged.
 Early stop (``stop_margin``, off in the reference configs): an image stops moving once every
 surrogate's embedding of every face and branch view is ``stop_margin`` past the model's match
 threshold; the remaining images carry on as a smaller batch, and the loop ends when none is left.
+
+Hard budgets the base owns (all off by default, so the reference configs are unchanged):
+
+- ``linf``: a scalar L-infinity bound, projected after every step;
+- a per-pixel bound tensor (``bound``, e.g. ``linf * soft face mask``: 0 beyond the faces), fixed
+  for the attack or given per call and per image; where it is 0 the photo is never changed;
+- ``momentum`` (MI-FGSM, Dong et al. 2018): signed steps follow the sign of an accumulated,
+  per-image L1-normalised gradient, g <- mu * g + grad / mean|grad|, which transfers better to
+  models outside the ensemble than the sign of the raw gradient.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ class OptimiserSettings:
     linf: float | None = None  # hard L-infinity bound around the clean photo; None: unbounded
     seed: int = 0
     stop_margin: float | None = None  # freeze an image once every surrogate is this far past its threshold
+    momentum: float | None = None  # MI-FGSM decay mu for signed steps; None: plain signed gradient
 
 
 @dataclass
@@ -41,19 +51,39 @@ class AttackResult:
 class ProtectionAttack:
     """``attack(images, faces)`` -> protected images; ``images`` itself is never modified."""
 
-    def __init__(self, objective: ProtectionObjective, settings: OptimiserSettings = OptimiserSettings()):
+    def __init__(self, objective: ProtectionObjective, settings: OptimiserSettings = OptimiserSettings(),
+                 bound: torch.Tensor | None = None):
+        """``bound``: a per-pixel bound on |delta| broadcast to every image (e.g. [1, 1, H, W])."""
         if settings.optimiser not in ("signed", "adam"):
             raise ValueError(f"unknown optimiser '{settings.optimiser}'; use signed or adam")
+        if settings.momentum is not None and (settings.optimiser != "signed" or not 0 <= settings.momentum):
+            raise ValueError("momentum needs the signed optimiser and a decay >= 0")
+        if bound is not None and (bound < 0).any():
+            raise ValueError("a per-pixel bound must be >= 0")
         self.objective = objective
         self.settings = settings
+        self.bound = bound
 
-    def _project(self, adversarial: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    def _project(self, adversarial: torch.Tensor, clean: torch.Tensor,
+                 bound: torch.Tensor | None = None) -> torch.Tensor:
+        """Clamp to [0, 1] inside the scalar L-infinity bound and the per-pixel ``bound`` (if any)."""
         if self.settings.linf is not None:
             adversarial = torch.max(torch.min(adversarial, clean + self.settings.linf), clean - self.settings.linf)
+        if bound is not None:
+            adversarial = clean + torch.maximum(torch.minimum(adversarial - clean, bound), -bound)
         return adversarial.clamp(0.0, 1.0)
 
+    def _bounds(self, bound: torch.Tensor | None, count: int) -> torch.Tensor | None:
+        """The per-image bound [count, C, H, W] (or one broadcast to all) of the attack and the call."""
+        limits = [b for b in (self.bound, bound) if b is not None]
+        if not limits:
+            return None
+        combined = limits[0] if len(limits) == 1 else torch.minimum(*limits)
+        return combined.expand(count, *combined.shape[1:]) if combined.shape[0] == 1 else combined
+
     def __call__(self, images: torch.Tensor, faces: Faces, on_step=None,
-                 photo_weights: torch.Tensor | None = None) -> AttackResult:
+                 photo_weights: torch.Tensor | None = None, bound: torch.Tensor | None = None) -> AttackResult:
+        """``bound``: optional per-pixel bound on |delta| per image [B, 1 or 3, H, W] (0: unchanged)."""
         clean = images.detach()
         has_face = torch.tensor([len(f) > 0 for f in faces], device=clean.device)
         if not has_face.any():
@@ -61,17 +91,21 @@ class ProtectionAttack:
         keep = [i for i, f in enumerate(faces) if f]
         work, work_faces = clean[keep], [faces[i] for i in keep]
         weights = None if photo_weights is None else photo_weights[keep]
-        protected = self._optimise(work, work_faces, on_step, weights)
+        bounds = self._bounds(bound, len(faces))
+        bounds = None if bounds is None else bounds[keep].to(clean.device)
+        protected = self._optimise(work, work_faces, on_step, weights, bounds)
         output = clean.clone()
         output[keep] = protected.protected
         protected.protected = output
         return protected
 
-    def _optimise(self, clean: torch.Tensor, faces: Faces, on_step, photo_weights) -> AttackResult:
+    def _optimise(self, clean: torch.Tensor, faces: Faces, on_step, photo_weights,
+                  bounds: torch.Tensor | None = None) -> AttackResult:
         settings = self.settings
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         noise = (torch.rand(clean.shape, generator=generator) * 2 - 1) * settings.init_noise
-        start = self._project(clean + noise.to(clean.device), clean)
+        start = self._project(clean + noise.to(clean.device), clean, bounds)
+        velocity = torch.zeros_like(clean) if settings.momentum is not None else None
         all_targets = self.objective.targets(clean, faces)
         result = AttackResult(start, steps_taken=[settings.steps] * len(faces))
         # The perturbation is the optimised variable; signed steps and Adam both update it.
@@ -85,6 +119,7 @@ class ProtectionAttack:
             work_clean, work_faces = clean[active], [faces[i] for i in active]
             targets = all_targets if len(active) == len(faces) else all_targets.select(active, faces)
             weights = None if photo_weights is None else photo_weights[active]
+            work_bounds = None if bounds is None else bounds[active]
             if adam is not None:
                 current = clean[active] + delta[active]
             else:
@@ -100,7 +135,7 @@ class ProtectionAttack:
                 before = delta.detach().clone()
                 adam.step()
                 with torch.no_grad():  # keep clean + delta inside [0, 1] and the budget
-                    delta.copy_(self._project(clean + delta, clean) - clean)
+                    delta.copy_(self._project(clean + delta, clean, bounds) - clean)
                     # Adam's momentum would move stopped images too: put them back.
                     stopped = torch.ones(len(faces), dtype=torch.bool, device=clean.device)
                     stopped[torch.as_tensor(active, device=clean.device)[moving]] = False
@@ -108,7 +143,14 @@ class ProtectionAttack:
             else:
                 (gradient,) = torch.autograd.grad(value.sum(), current)
                 with torch.no_grad():
-                    stepped = self._project(current + settings.step_size * gradient.sign(), work_clean) - work_clean
+                    direction = gradient
+                    if velocity is not None:  # MI-FGSM: accumulate the L1-normalised gradient
+                        scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+                        index_all = torch.as_tensor(active, device=clean.device)
+                        velocity[index_all] = settings.momentum * velocity[index_all] + gradient / scale
+                        direction = velocity[index_all]
+                    stepped = self._project(current + settings.step_size * direction.sign(), work_clean,
+                                            work_bounds) - work_clean
                     index = torch.as_tensor(active, device=clean.device)[moving]
                     delta[index] = stepped[moving]
             for slot in (~moving).nonzero().flatten().tolist():

@@ -93,7 +93,10 @@ class Targets:
 
 class ProtectionObjective(nn.Module):
     def __init__(self, surrogates: list[nn.Module], branches: list[Branch], normaliser: str = "norm",
-                 alpha: float = 0.05, perceptual: nn.Module | None = None):
+                 alpha: float = 0.05, perceptual: nn.Module | None = None,
+                 surrogate_weights: list[float] | None = None):
+        """``surrogate_weights``: ensemble weighting, one weight >= 0 per surrogate, rescaled to mean 1
+        (None: every model weighs the same, LowKey's plain average)."""
         super().__init__()
         if normaliser not in NORMALISER_POWER:
             raise ValueError(f"unknown normaliser '{normaliser}'; use {', '.join(NORMALISER_POWER)}")
@@ -102,8 +105,24 @@ class ProtectionObjective(nn.Module):
         self.surrogates = nn.ModuleList(surrogates).to(memory_format=torch.channels_last)
         self.branches = list(branches)
         self.power = NORMALISER_POWER[normaliser]
+        self.normaliser = normaliser
         self.alpha = alpha
         self.perceptual = perceptual if perceptual is None else perceptual.to(memory_format=torch.channels_last)
+        self.surrogate_weights = None
+        if surrogate_weights is not None:
+            weights = [float(w) for w in surrogate_weights]
+            if len(weights) != len(surrogates) or min(weights) < 0 or sum(weights) <= 0:
+                raise ValueError(f"surrogate_weights needs one weight >= 0 per surrogate ({len(surrogates)}), "
+                                 f"not all zero; got {surrogate_weights}")
+            self.surrogate_weights = [w * len(weights) / sum(weights) for w in weights]
+
+    def views(self, adversarial: torch.Tensor) -> list[torch.Tensor]:
+        """The views of the photo every surrogate must fail on (one per branch; EOT adds sampled ones)."""
+        return [branch(adversarial) for branch in self.branches]
+
+    def model_input(self, crops: torch.Tensor, model: nn.Module) -> torch.Tensor:
+        """The aligned crops as the surrogate sees them (identity; input diversity overrides it)."""
+        return crops
 
     def _cached_features(self) -> bool:
         """A metric with ``features`` / ``distance_from_features`` (ST-LPIPS) lets the clean side be cached."""
@@ -125,15 +144,19 @@ class ProtectionObjective(nn.Module):
         model's match threshold (> 0: no surrogate matches any view of any face)."""
         device = adversarial.device
         weights, image_of_face = face_weights(faces, device), face_images(faces, device)
-        n_branches = len(self.branches)
         # Every branch's view in one batch: one forward (and backward) per surrogate per step.
-        views = torch.cat([branch(adversarial) for branch in self.branches])
+        view_list = self.views(adversarial)
+        n_branches = len(view_list)
+        views = torch.cat(view_list)
         total = adversarial.new_zeros(len(faces))
         face_margin = torch.full((len(weights),), float("inf"), device=device)
-        for model, target in zip(self.surrogates, targets.embeddings):
-            embedding = model(crops_of(views, faces * n_branches, model.spec)).reshape(n_branches, *target.shape)
+        for number, (model, target) in enumerate(zip(self.surrogates, targets.embeddings)):
+            crops = self.model_input(crops_of(views, faces * n_branches, model.spec), model)
+            embedding = model(crops).reshape(n_branches, *target.shape)
             shift = (embedding - target).pow(2).sum(dim=2).sum(dim=0)
             per_face = shift / target.norm(dim=1).pow(self.power) * weights
+            if self.surrogate_weights is not None:
+                per_face = per_face * self.surrogate_weights[number]
             total = total.index_add(0, image_of_face, per_face)
             with torch.no_grad():
                 gap = model.spec.threshold - pair_similarity(embedding, target, model.spec)

@@ -4,6 +4,12 @@ Each protected photo is written as a lossless 8-bit PNG (what a person would pos
 like any real file) under ``<cache>/protected/<attack key>/<photo key>.png``, with a JSON record
 of its quality (ST-LPIPS, SSIM, PSNR, L-infinity on the face crops and on the full photo) and
 the seconds it took. Writes are atomic, so an interrupted run leaves no half file.
+
+A per-face budget (``ssim_min`` / ``lpips_max`` in the attack config) is enforced after the
+attack: the attack's own output is cached under the key without the budget, and each budget's
+photos (the perturbation scaled by the largest lambda in [0, 1] that meets it, found by
+bisection, ``fr_shield.budget.enforce_budget``, measured on the 8-bit pixels) under the key with
+it, with lambda recorded as ``budget_scale``. Several budgets therefore share one attack.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fr_shield.attacks.factory import as_dict, attack_key, build_attack
+from fr_shield.attacks.factory import BUDGET_KEYS, as_dict, attack_key, build_attack, has_budget
 from fr_shield.attacks.lightning_module import ProtectionModule, run_protection
 from fr_shield.attacks.objective import FACE_CROP, crops_of
 from fr_shield.embed import photo_tensor
@@ -74,7 +80,60 @@ def _write_png_atomic(image: torch.Tensor, target: Path) -> None:
 def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attack_config, cache: Path,
                    device: torch.device, weights_dir: str | None = None, progress: bool = True,
                    logger=None) -> dict[Path, ProtectedPhoto]:
-    """Protect every photo (all its listed faces); cached ones are read back, not recomputed."""
+    """Protect every photo (all its listed faces); cached ones are read back, not recomputed.
+
+    With a per-face budget in ``attack_config``, the attack's own output is made (or read) first
+    and then scaled down, photo by photo, until every face meets the budget.
+    """
+    if not has_budget(attack_config):
+        return _protect_unbudgeted(paths, faces, attack_config, cache, device, weights_dir, progress, logger)
+    settings = as_dict(attack_config)
+    raw_settings = {**settings, **{key: None for key in BUDGET_KEYS}}
+    raw = _protect_unbudgeted(paths, faces, raw_settings, cache, device, weights_dir, progress, logger)
+    return _apply_budget(raw, faces, settings, cache, device, weights_dir)
+
+
+def _apply_budget(raw: dict[Path, ProtectedPhoto], faces: dict[Path, list[np.ndarray]], settings: dict,
+                  cache: Path, device: torch.device, weights_dir: str | None) -> dict[Path, ProtectedPhoto]:
+    from fr_shield.budget import Budget, enforce_budget
+
+    folder = Path(cache) / "protected" / attack_key(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "attack.json").write_text(json.dumps(settings, indent=2))
+    budget = Budget(settings["lpips_max"] if settings.get("lpips_max") is not None else float("inf"),
+                    settings["ssim_min"] if settings.get("ssim_min") is not None else -1.0)
+    first_only = settings["faces"] == "first"
+    metric = None
+    done: dict[Path, ProtectedPhoto] = {}
+    for path, photo in raw.items():
+        chosen = faces[path][:1] if first_only else faces[path]
+        key = photo_key(path, chosen)
+        png, record = folder / f"{key}.png", folder / f"{key}.json"
+        if png.exists() and record.exists():
+            done[path] = ProtectedPhoto(path, png, json.loads(record.read_text()))
+            continue
+        if metric is None:
+            metric = stlpips("alex", weights_dir).to(device)
+        clean = photo_tensor(path).to(device)
+        attacked = photo_tensor(photo.protected).to(device)
+        outcome = enforce_budget(clean, attacked - clean, chosen, budget, metric, quantise)
+        protected = quantise(outcome.protected)
+        quality = measure_quality(clean, protected, chosen, metric)
+        quality.update(seconds=photo.quality.get("seconds"), faces=len(chosen), budget_scale=outcome.scale,
+                       budget_met=outcome.met, budget_evaluations=outcome.evaluations,
+                       objective_curve=photo.quality.get("objective_curve", []),
+                       lpips_curve=photo.quality.get("lpips_curve", []),
+                       unbudgeted_ssim_face=photo.quality.get("ssim_face"),
+                       unbudgeted_lpips_face=photo.quality.get("lpips_face"))
+        _write_png_atomic(protected, png)
+        record.write_text(json.dumps(quality, indent=2))
+        done[path] = ProtectedPhoto(path, png, quality)
+    return done
+
+
+def _protect_unbudgeted(paths: list[Path], faces: dict[Path, list[np.ndarray]], attack_config, cache: Path,
+                        device: torch.device, weights_dir: str | None = None, progress: bool = True,
+                        logger=None) -> dict[Path, ProtectedPhoto]:
     settings = as_dict(attack_config)
     folder = Path(cache) / "protected" / attack_key(attack_config)
     folder.mkdir(parents=True, exist_ok=True)

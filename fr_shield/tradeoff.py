@@ -1,0 +1,315 @@
+"""The protection / invisibility trade-off: top-1 against per-face SSIM, at several budgets.
+
+One job (``python -m fr_shield.run experiment=tradeoff attack=...``) protects the protected
+identities' gallery photos once with the attack, then for each budget of
+``tradeoff.budgets`` scales every photo's perturbation down until each face meets it
+(``fr_shield.budget``; the attack runs once, the budgets share it), and evaluates every budget
+under every transform of ``tradeoff.transforms`` with every evaluation model. Rows "clean" are
+the unprotected photos under the same transforms (what the transform alone does).
+
+It writes ``tradeoff.csv`` (one row per attack x budget x transform x level x model x subset,
+with the budget's mean face quality beside top-1 / top-5) and ``quality.csv`` (one row per photo
+and budget), and logs both to MLflow with one metric per cell
+(``top1/protected/<model>/<transform>/<budget>``).
+
+    python -m fr_shield.tradeoff report MULTIRUN_DIR... --out experiments/images/tradeoff
+
+draws one panel per transform (x: mean per-face SSIM, y: protected-only top-1 on the held-out
+evaluators, one line per attack), writes the Markdown tables and before | after | difference
+strips, and logs the figure to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fr_shield import transforms
+from fr_shield.attacks.factory import as_dict
+from fr_shield.attacks.store import protect_photos
+from fr_shield.embed import EmbeddingCache, Embedder
+from fr_shield.identification import evaluate, similarity_matrix
+from fr_shield.models import create
+from fr_shield.tracking import level_label
+
+log = logging.getLogger(__name__)
+
+TARGET_SSIM, TARGET_LPIPS, TARGET_TOP1 = 0.95, 0.05, 0.05  # issue 7's target
+QUALITY_COLUMNS = ["ssim_face", "lpips_face", "psnr_face", "ssim_photo", "psnr_photo", "linf", "budget_scale"]
+
+
+def budget_label(ssim_min: float | None, lpips_max: float | None) -> str:
+    """``None, None`` -> ``unbounded``; ``0.95, 0.05`` -> ``ssim0.95_lpips0.05``."""
+    parts = ([f"ssim{ssim_min:g}"] if ssim_min is not None else []) + \
+            ([f"lpips{lpips_max:g}"] if lpips_max is not None else [])
+    return "_".join(parts) or "unbounded"
+
+
+def _budgets(config) -> list[dict]:
+    return [{"ssim_min": b.get("ssim_min"), "lpips_max": b.get("lpips_max")} for b in as_dict(config.tradeoff)["budgets"]]
+
+
+def protect_budgets(config, located, cache: Path, device: torch.device) -> tuple[dict[str, dict[Path, Path]], pd.DataFrame]:
+    """Per budget label: photo -> protected file; and the per-photo quality table."""
+    targets = [item.path for item in located.split.gallery if item.protected]
+    landmarks = {p: [located.landmarks[p]] for p in targets}
+    files, rows = {}, []
+    for budget in _budgets(config):
+        label = budget_label(budget["ssim_min"], budget["lpips_max"])
+        settings = {**as_dict(config.attack), **budget}
+        photos = protect_photos(targets, landmarks, settings, cache, device, config.weights_dir, config.progress)
+        files[label] = {path: photo.protected for path, photo in photos.items()}
+        for path, photo in photos.items():
+            quality = {k: v for k, v in photo.quality.items() if not k.endswith("_curve")}
+            quality.setdefault("budget_scale", 1.0)
+            rows.append({"attack": config.attack.name, "budget": label, **budget, "photo": str(path),
+                         "protected": str(photo.protected), **quality})
+    return files, pd.DataFrame(rows)
+
+
+def evaluate_budgets(config, located, files: dict[str, dict[Path, Path]], device: torch.device,
+                     cache: Path) -> pd.DataFrame:
+    """Top-1 / top-5 of every budget (and the clean photos) under every transform, every model."""
+    split, landmarks = located.split, located.landmarks
+    gallery_paths = [item.path for item in split.gallery]
+    probe_paths = [item.path for item in split.probes]
+    protected_rows = [i for i, item in enumerate(split.gallery) if item.protected]
+    sources = [gallery_paths[i] for i in protected_rows]
+    probe_mask = [item.protected for item in split.probes]
+    surrogates = set(config.attack.surrogates)
+    variants = dict(files)
+    if config.tradeoff.clean_rows:
+        variants = {"clean": {p: p for p in sources}, **variants}
+    rows = []
+    for model_name in config.eval.models:
+        model = create(model_name, config.weights_dir, device)
+        embedder = Embedder(model, device, config.eval.batch_size,
+                            EmbeddingCache(cache / "embeddings", model.spec), config.progress)
+        clean_gallery = embedder.embed(gallery_paths, [landmarks[p] for p in gallery_paths], desc=f"{model_name} gallery")
+        probes = embedder.embed(probe_paths, [landmarks[p] for p in probe_paths], desc=f"{model_name} probes")
+        role = "white-box" if model_name in surrogates else "black-box"
+        for family in config.tradeoff.transforms:
+            transform = transforms.get(family.name)
+            for level in family.levels:
+                image_fn = None if transform.name == "none" else (lambda image, t=transform, l=level: t(image, l))
+                for label, mapping in variants.items():
+                    gallery = clean_gallery.clone()
+                    if label != "clean" or image_fn is not None:
+                        gallery[protected_rows] = embedder.embed(
+                            [mapping[p] for p in sources], [landmarks[p] for p in sources], image_fn,
+                            desc=f"{model_name} {label} {transform.name} {level}")
+                    similarity = similarity_matrix(probes, gallery, model.spec.similarity)
+                    for row in evaluate(similarity, [i.identity for i in split.probes],
+                                        [i.identity for i in split.gallery], probe_mask, tuple(config.eval.ranks)):
+                        rows.append({"attack": config.attack.name if label != "clean" else "none", "budget": label,
+                                     "transform": transform.name, "level": level,
+                                     "cell": level_label(transform.name, level), "model": model_name,
+                                     "role": role if label != "clean" else "clean", **row})
+    return pd.DataFrame(rows)
+
+
+def job(config, located, output_dir: Path, cache: Path, device: torch.device) -> pd.DataFrame:
+    """One attack's trade-off: protect at every budget, evaluate, write and log the tables."""
+    files, quality = protect_budgets(config, located, cache, device)
+    quality.to_csv(output_dir / "quality.csv", index=False)
+    table = evaluate_budgets(config, located, files, device, cache)
+    means = quality.groupby("budget")[[c for c in QUALITY_COLUMNS if c in quality]].mean()
+    table = table.merge(means.add_prefix("mean_").reset_index(), on="budget", how="left")
+    table.to_csv(output_dir / "tradeoff.csv", index=False)
+    log.info("mean quality per budget\n%s", means.round(4).to_string())
+    held_out = table[(table["subset"] == "protected") & (table["role"] != "white-box")]
+    if len(held_out):
+        pivot = held_out.pivot_table(index=["budget", "model"], columns="cell", values="top1", aggfunc="first")
+        log.info("protected-only top-1 (%%), held-out evaluators\n%s", (100 * pivot).round(1).to_string())
+    return table
+
+
+def log_to_mlflow(config, table: pd.DataFrame, quality_path: Path, table_path: Path, overrides: list[str],
+                  sweep_dir: str | None) -> str:
+    import mlflow
+    from omegaconf import OmegaConf
+
+    from fr_shield.tracking import _parent_run_id, tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(config.logger.tracking_uri))
+    mlflow.set_experiment(config.logger.experiment)
+    parent = _parent_run_id(sweep_dir)
+    tags = {"mlflow.parentRunId": parent} if parent else {}
+    name = " ".join(overrides) or "tradeoff"
+    with mlflow.start_run(run_name=f"tradeoff {name}", tags={**tags, "kind": "tradeoff"}) as run:
+        flat = pd.json_normalize(OmegaConf.to_container(config, resolve=True), sep=".").iloc[0].to_dict()
+        mlflow.log_params({key: str(value)[:500] for key, value in flat.items()})
+        metrics = {}
+        for row in table.itertuples():
+            for metric in ("top1", "top5"):
+                metrics[f"{metric}/{row.subset}/{row.model}/{row.cell}/{row.budget}"] = float(getattr(row, metric))
+        for row in table.drop_duplicates("budget").itertuples():
+            for column in ("mean_ssim_face", "mean_lpips_face", "mean_budget_scale"):
+                if hasattr(row, column) and not pd.isna(getattr(row, column)):
+                    metrics[f"quality/{column[5:]}/{row.budget}"] = float(getattr(row, column))
+        mlflow.log_metrics(metrics)
+        mlflow.log_table(table, artifact_file="tradeoff.json")
+        mlflow.log_artifact(str(table_path))
+        mlflow.log_artifact(str(quality_path))
+        mlflow.log_text(OmegaConf.to_yaml(config, resolve=True), "config.yaml")
+        return run.info.run_id
+
+
+# --------------------------------------------------------------------------- report: plots and tables
+
+
+def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every ``tradeoff.csv`` and its ``quality.csv`` below the given folders."""
+    tables, qualities = [], []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("tradeoff.csv")):
+            tables.append(pd.read_csv(path))
+            if (path.parent / "quality.csv").exists():
+                qualities.append(pd.read_csv(path.parent / "quality.csv"))
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(),
+            pd.concat(qualities, ignore_index=True) if qualities else pd.DataFrame())
+
+
+def curve_points(table: pd.DataFrame, subset: str = "protected") -> pd.DataFrame:
+    """Held-out (black-box) top-1 per attack, budget and transform cell, averaged over held-out
+    models, beside the budget's mean per-face SSIM and ST-LPIPS; "clean" rows at SSIM 1."""
+    rows = table[(table["subset"] == subset) & (table["role"].isin(["black-box", "clean"]))]
+    held_out_models = set(table.loc[table["role"] == "black-box", "model"])
+    rows = rows[rows["model"].isin(held_out_models)]
+    grouped = rows.groupby(["attack", "budget", "cell"], sort=False).agg(
+        top1=("top1", "mean"), top5=("top5", "mean"), n_probes=("n_probes", "first"),
+        ssim_face=("mean_ssim_face", "first"), lpips_face=("mean_lpips_face", "first"),
+        scale=("mean_budget_scale", "first")).reset_index()
+    grouped.loc[grouped["budget"] == "clean", ["ssim_face", "lpips_face", "scale"]] = [1.0, 0.0, 0.0]
+    return grouped.drop_duplicates(["attack", "budget", "cell"])
+
+
+CELL_ORDER = ["none", "median_k5", "median_k9", "median_k11", "box_k5", "box_k9", "box_k11", "jpeg_q75", "resize_x0.5"]
+
+
+def plot_curves(points: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """One panel per transform: held-out protected-only top-1 against mean per-face SSIM."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in CELL_ORDER if c in set(points["cell"])] + sorted(set(points["cell"]) - set(CELL_ORDER))
+    columns = 3
+    rows = int(np.ceil(len(cells) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    attacks = [a for a in ["lowkey", "ours", "ours_box", "ours_eot"] if a in set(points["attack"])]
+    attacks += sorted(set(points["attack"]) - set(attacks) - {"none"})
+    for axis, cell in zip(axes.flat, cells):
+        here = points[points["cell"] == cell]
+        for attack in attacks:
+            line = here[here["attack"] == attack].sort_values("ssim_face")
+            axis.plot(line["ssim_face"], 100 * line["top1"], marker="o", label=attack)
+        clean = here[here["attack"] == "none"]
+        if len(clean):
+            axis.axhline(100 * clean["top1"].iloc[0], color="grey", linestyle=":", label="clean photos")
+        axis.axvline(TARGET_SSIM, color="green", linestyle="--", linewidth=0.8)
+        axis.axhline(100 * TARGET_TOP1, color="green", linestyle="--", linewidth=0.8)
+        axis.set_title(cell)
+        axis.set_xlabel("mean per-face SSIM")
+        axis.set_ylabel("top-1 % (protected, held-out)")
+        axis.set_ylim(-3, 103)
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(cells):]:
+        axis.axis("off")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def markdown_tables(points: pd.DataFrame) -> str:
+    """Rows attack + budget (with its mean face SSIM / ST-LPIPS / scale), columns transform cells."""
+    cells = [c for c in CELL_ORDER if c in set(points["cell"])]
+    header = "| attack | budget | SSIM face | ST-LPIPS face | scale | " + " | ".join(cells) + " |"
+    lines = [header, "|---|---|---|---|---|" + "---|" * len(cells)]
+    for (attack, budget), group in points.groupby(["attack", "budget"], sort=False):
+        values = group.set_index("cell")["top1"]
+        first = group.iloc[0]
+        cells_text = " | ".join(f"{100 * values[c]:.0f}" if c in values else "" for c in cells)
+        lines.append(f"| {attack} | {budget} | {first.ssim_face:.3f} | {first.lpips_face:.3f} | {first.scale:.2f} | {cells_text} |")
+    return "\n".join(lines)
+
+
+def write_strips(quality: pd.DataFrame, out: Path, budget: str, limit: int = 2, amplify: float = 8.0) -> list[Path]:
+    """before | after | |difference| x amplify for the first photos of each attack at ``budget``."""
+    from fr_shield.figures import comparison_strip
+    from fr_shield.imageio import load_rgb
+
+    written = []
+    rows = quality[quality["budget"] == budget]
+    for attack, group in rows.groupby("attack", sort=False):
+        for row in group.head(limit).itertuples():
+            name = f"tradeoff_{attack}_{budget}_{Path(row.photo).stem}.png"
+            comparison_strip(load_rgb(row.photo), load_rgb(row.protected), amplify).save(out / name)
+            written.append(out / name)
+    return written
+
+
+def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool = True, uri: str | None = None) -> str:
+    table, quality = collect(folders)
+    if table.empty:
+        raise SystemExit("no tradeoff.csv found below " + ", ".join(map(str, folders)))
+    out.mkdir(parents=True, exist_ok=True)
+    points = curve_points(table)
+    figure = plot_curves(points, out / "tradeoff_heldout.png",
+                         "protected-only top-1 on held-out evaluators vs per-face SSIM (budgets by bisection)")
+    points.to_csv(out / "tradeoff_points.csv", index=False)
+    text = markdown_tables(points)
+    white = table[(table["subset"] == "protected") & (table["role"] == "white-box")]
+    if len(white):
+        text += "\n\nWhite-box evaluators (surrogates), protected-only top-1 (%):\n\n"
+        text += markdown_tables(curve_points(white.assign(role="black-box")))
+    strips = []
+    for budget in strip_budgets:
+        strips += write_strips(quality, out, budget)
+    (out / "tradeoff_tables.md").write_text(text + "\n")
+    if log:
+        import mlflow
+
+        from fr_shield.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri(uri))
+        mlflow.set_experiment("fr_shield")
+        with mlflow.start_run(run_name="tradeoff report", tags={"kind": "tradeoff-report"}):
+            mlflow.log_param("folders", ",".join(map(str, folders))[:500])
+            mlflow.log_artifact(str(figure))
+            mlflow.log_table(points, artifact_file="tradeoff_points.json")
+            mlflow.log_text(text, "tradeoff_tables.md")
+            for strip in strips:
+                mlflow.log_artifact(str(strip), "strips")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fr_shield.tradeoff", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("report", help="plots, tables and strips from tradeoff jobs' folders")
+    make.add_argument("folders", nargs="+", type=Path)
+    make.add_argument("--out", type=Path, default=Path("experiments/images/tradeoff"))
+    make.add_argument("--strips", default="ssim0.95_lpips0.05", help="budget labels to draw strips for (comma)")
+    make.add_argument("--no-mlflow", action="store_true")
+    args = parser.parse_args(argv)
+    print(report(args.folders, args.out, [b for b in args.strips.split(",") if b], not args.no_mlflow))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

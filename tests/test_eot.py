@@ -1,0 +1,343 @@
+"""Issue 7: hard budgets (L-inf, face mask, per-face SSIM / ST-LPIPS), EOT sampling, momentum,
+input diversity, ensemble weights, the differentiable JPEG and the trade-off tables.
+
+Tiny random networks stand in for the FR models where the weights do not matter; the tests
+marked ``real`` use real LFW faces and the real ST-LPIPS.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from tiny_models import TinyFR, TinyPerceptual
+
+from fr_shield import transforms
+from fr_shield.attacks import Branch, ProtectionAttack, ProtectionObjective
+from fr_shield.attacks import store
+from fr_shield.attacks.attack import OptimiserSettings
+from fr_shield.attacks.eot import (
+    JPEG_TOLERANCE_MEAN,
+    JPEG_TOLERANCE_PSNR,
+    EOTFamily,
+    EOTObjective,
+    EOTSettings,
+    differentiable_jpeg,
+)
+from fr_shield.attacks.factory import attack_key, build_attack
+from fr_shield.attacks.masking import FaceMaskAttack, face_mask
+from fr_shield.attacks.objective import FACE_CROP, crops_of
+from fr_shield.models.spec import ARCFACE_112
+from fr_shield.protect import MaskedAttack
+from fr_shield.quality import linf, psnr, ssim
+
+FACE = (ARCFACE_112 * 0.8 + 30).astype(np.float32)  # a face well inside a 160 x 160 photo
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def photo(seed: int = 0, size: int = 160) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 10, 10, generator=generator), size=size, mode="bilinear")
+    return smooth.clamp(0, 1)
+
+
+def surrogates():
+    return [TinyFR(0), TinyFR(1, size=40, name="tiny40")]
+
+
+def eot_objective(seed=0, samples=2, diversity=0.0, families=None, weights=None) -> EOTObjective:
+    settings = EOTSettings(families or (EOTFamily("median_blur", (3, 5)), EOTFamily("box_blur", (3, 5)),
+                                        EOTFamily("jpeg", (50, 75)), EOTFamily("resize", (0.5,))),
+                           samples, diversity, 0.9, seed)
+    return EOTObjective(surrogates(), [Branch()], "norm_squared", 0.0, None, weights, settings)
+
+
+def settings(steps=4, linf=None, momentum=None, step_size=0.01, seed=0):
+    return OptimiserSettings("signed", steps, step_size, 0.005, linf, seed, None, momentum)
+
+
+# ----------------------------------------------------------------------------- EOT sampling
+
+
+def test_eot_sampling_is_seeded_and_reproducible():
+    image = photo()
+    first, second, other = eot_objective(0, diversity=0.5), eot_objective(0, diversity=0.5), eot_objective(1, diversity=0.5)
+    results = [ProtectionAttack(o, settings(steps=5))(image, [[FACE]]).protected for o in (first, second, other)]
+    assert first.drawn == second.drawn and len(first.drawn) == 5
+    assert all(len(step) == 2 for step in first.drawn)
+    assert first.drawn != other.drawn
+    assert torch.equal(results[0], results[1])
+    assert not torch.equal(results[0], results[2])
+    # The draws restart with every attack: the same objective run again gives the same photo.
+    again = ProtectionAttack(first, settings(steps=5))(image, [[FACE]]).protected
+    assert torch.equal(again, results[0])
+    families = {name for step in first.drawn for name, _ in step}
+    assert families <= {"median_blur", "box_blur", "jpeg", "resize"}
+
+
+def test_eot_adds_sampled_views_and_every_family_is_differentiable():
+    image = photo().requires_grad_(True)
+    objective = eot_objective(samples=3)
+    views = objective.views(image)
+    assert len(views) == 1 + 3 and all(v.shape == image.shape for v in views)
+    for name, level in [("median_blur", 5), ("box_blur", 9), ("gaussian_blur2d", 7), ("jpeg", 75), ("resize", 0.5)]:
+        single = eot_objective(samples=1, families=(EOTFamily(name, (level,)),))
+        targets = single.targets(image.detach(), [[FACE]])
+        value, _ = single(image, image.detach(), [[FACE]], targets)
+        (gradient,) = torch.autograd.grad(value.sum(), image)
+        assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0, name
+
+
+def test_eot_settings_are_checked():
+    with pytest.raises(ValueError, match="unknown EOT transform"):
+        EOTFamily("sharpen", (3,))
+    with pytest.raises(ValueError, match="probability"):
+        EOTSettings(input_diversity=1.5)
+
+
+def test_input_diversity_keeps_shape_and_is_reproducible():
+    crops = torch.rand(4, 3, 32, 32)
+    first, second = eot_objective(diversity=1.0), eot_objective(diversity=1.0)
+    a, b = first.model_input(crops, None), second.model_input(crops, None)
+    assert a.shape == crops.shape and torch.equal(a, b) and not torch.equal(a, crops)
+    assert torch.equal(eot_objective(diversity=0.0).model_input(crops, None), crops)
+
+
+# ----------------------------------------------------------------------------- differentiable JPEG
+
+
+def _natural_image(seed: int = 0, size: int = 128) -> torch.Tensor:
+    """Smooth colour fields with edges and mild texture: JPEG-like content without a real photo."""
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=generator), size=size, mode="bicubic")
+    edges = (torch.arange(size)[None, :] > size // 2).float() * 0.2
+    texture = 0.03 * torch.randn(1, 3, size, size, generator=generator)
+    image = (low + edges + texture).clamp(0, 1)
+    return torch.round(image * 255) / 255
+
+
+def test_differentiable_jpeg_matches_real_jpeg_within_tolerance():
+    """Kornia's codec vs PIL/libjpeg re-encoding at quality 75 (stated in fr_shield.attacks.eot)."""
+    image = _natural_image()
+    approx, real = differentiable_jpeg(image, 75), transforms.jpeg(image, 75)
+    assert (approx - real).abs().mean() <= JPEG_TOLERANCE_MEAN
+    assert psnr(approx, real).item() >= JPEG_TOLERANCE_PSNR
+    # closer to the real codec than the input is: it models the compression, not the identity
+    assert (approx - real).abs().mean() < (image - real).abs().mean()
+    variable = image.clone().requires_grad_(True)
+    differentiable_jpeg(variable, 75).sum().backward()
+    assert variable.grad.abs().sum() > 0
+
+
+@pytest.mark.real
+def test_differentiable_jpeg_on_a_real_photo(lfw_root):
+    from fr_shield.embed import photo_tensor
+
+    image = photo_tensor(lfw_root / "George_W_Bush" / "George_W_Bush_0001.jpg")
+    for quality in (75, 90):
+        approx, real = differentiable_jpeg(image, quality), transforms.jpeg(image, quality)
+        assert (approx - real).abs().mean() <= JPEG_TOLERANCE_MEAN, quality
+        assert psnr(approx, real).item() >= JPEG_TOLERANCE_PSNR, quality
+
+
+# ----------------------------------------------------------------------------- bounds and mask
+
+
+def test_per_pixel_bound_and_masked_attack_agree():
+    image = photo()
+    bound = torch.zeros(1, 1, 160, 160)
+    bound[..., 40:120, 40:120] = 6 / 255
+    objective = ProtectionObjective(surrogates(), [Branch()], "norm", 0.0)
+    base = ProtectionAttack(objective, settings(steps=6, linf=6 / 255))
+    bounded = ProtectionAttack(objective, settings(steps=6, linf=6 / 255), bound=bound)(image, [[FACE]]).protected
+    masked = MaskedAttack(base, bound)(image, [[FACE]]).protected
+    per_call = base(image, [[FACE]], bound=bound).protected
+    assert torch.equal(bounded, masked) and torch.equal(bounded, per_call)
+    delta = (bounded - image).abs()
+    assert torch.all(delta <= bound + 1e-6)
+    assert torch.equal(bounded[..., :40, :], image[..., :40, :]) and delta.max() > 0
+    with pytest.raises(ValueError, match="bound"):
+        ProtectionAttack(objective, settings(), bound=-bound - 1)
+
+
+def test_face_mask_keeps_every_pixel_outside_the_faces_unchanged():
+    images = torch.cat([photo(0), photo(1)])
+    faces = [[FACE], [(ARCFACE_112 * 0.6 + 70).astype(np.float32)]]
+    objective = ProtectionObjective(surrogates(), [Branch(), Branch("median", 3)], "norm", 0.0)
+    attack = FaceMaskAttack(ProtectionAttack(objective, settings(steps=6, linf=8 / 255, step_size=0.02)))
+    protected = attack(images, faces).protected
+    for index, points in enumerate(faces):
+        mask = face_mask((160, 160), points)
+        delta = (protected[index] - images[index]).abs()
+        assert torch.equal(protected[index][:, mask == 0], images[index][:, mask == 0])
+        assert torch.all(delta <= 8 / 255 * mask + 1e-6)
+        assert delta[:, mask == 1].max() > 4 / 255  # inside the face it does move
+    assert linf(images, protected).max() <= 8 / 255 + 1e-6
+
+
+def test_momentum_and_ensemble_weights():
+    image = photo()
+    objective = ProtectionObjective(surrogates(), [Branch()], "norm", 0.0)
+    plain = ProtectionAttack(objective, settings(steps=6, linf=8 / 255))(image, [[FACE]]).protected
+    mi = ProtectionAttack(objective, settings(steps=6, linf=8 / 255, momentum=1.0))(image, [[FACE]])
+    assert not torch.equal(plain, mi.protected) and linf(image, mi.protected).item() <= 8 / 255 + 1e-6
+    values = [step[0] for step in mi.objective]
+    assert values[-1] > values[0]
+    with pytest.raises(ValueError, match="momentum"):
+        ProtectionAttack(objective, OptimiserSettings("adam", momentum=0.9))
+    # weights [1, 0] (rescaled to mean 1): exactly the first surrogate alone
+    adversarial = (image + 0.05 * torch.randn(image.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    weighted = ProtectionObjective(surrogates(), [Branch()], "norm", 0.0, surrogate_weights=[1.0, 0.0])
+    alone = ProtectionObjective(surrogates()[:1], [Branch()], "norm", 0.0)
+    value_w = weighted(adversarial, image, [[FACE]], weighted.targets(image, [[FACE]]))[0]
+    value_a = alone(adversarial, image, [[FACE]], alone.targets(image, [[FACE]]))[0]
+    assert torch.allclose(value_w, value_a, rtol=1e-5)
+    with pytest.raises(ValueError, match="surrogate_weights"):
+        ProtectionObjective(surrogates(), [Branch()], surrogate_weights=[1.0])
+
+
+# ----------------------------------------------------------------------------- configs and keys
+
+
+def _compose(attack: str, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from fr_shield.config import register_configs
+    from fr_shield.paths import PROJECT_ROOT
+
+    register_configs()
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"attack={attack}", *overrides])
+
+
+def test_reference_attacks_keep_their_cache_keys_and_ours_eot_builds():
+    # The protected photos cached before issue 7 stay valid: the new settings are keyed only when set.
+    assert attack_key(_compose("lowkey").attack) == "1c9d54808b3b"
+    assert attack_key(_compose("ours").attack) == "0c3a4dd0f349"
+    assert attack_key(_compose("ours_box").attack) == "1ebe4798ee56"
+    config = _compose("ours_eot", "attack.mask=face", "attack.ssim_min=0.95")
+    assert attack_key(config.attack) != attack_key(config.attack, with_budget=False)
+    attack = build_attack(config.attack, surrogates=surrogates(), perceptual=TinyPerceptual())
+    assert isinstance(attack, FaceMaskAttack) and isinstance(attack.objective, EOTObjective)
+    assert attack.settings.momentum == 1.0 and attack.objective.eot.input_diversity == 0.5
+    assert {f.name for f in attack.objective.eot.families} == {"median_blur", "box_blur", "gaussian_blur2d",
+                                                               "jpeg", "resize"}
+    plain = build_attack(_compose("ours").attack, surrogates=surrogates(), perceptual=TinyPerceptual())
+    assert type(plain) is ProtectionAttack and type(plain.objective) is ProtectionObjective
+
+
+# ----------------------------------------------------------------------------- budgets in the study pipeline
+
+
+def _budget_photos(tmp_path: Path, count: int = 2, size: int = 160) -> list[Path]:
+    paths = []
+    for index in range(count):
+        image = (photo(index, size)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        path = tmp_path / f"p{index}.png"
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    return paths
+
+
+def _check_budgets(photos: dict, faces: dict, metric, ssim_min: float, lpips_max: float, linf_max: float) -> None:
+    """Every saved photo, re-read from disk: face SSIM >= floor, ST-LPIPS <= ceiling, L-inf, mask."""
+    from fr_shield.embed import photo_tensor
+
+    for path, result in photos.items():
+        clean, saved = photo_tensor(path), photo_tensor(result.protected)
+        a, b = crops_of(clean, [faces[path]], FACE_CROP), crops_of(saved, [faces[path]], FACE_CROP)
+        with torch.no_grad():
+            assert ssim(a, b).min().item() >= ssim_min - 1e-6
+            assert metric(a, b).max().item() <= lpips_max + 1e-6
+        assert linf(clean, saved).item() <= linf_max + 0.5 / 255 + 1e-6
+        mask = face_mask(tuple(clean.shape[-2:]), faces[path])
+        assert torch.equal(saved[0][:, mask == 0], clean[0][:, mask == 0])
+        assert 0.0 <= result.quality["budget_scale"] <= 1.0
+
+
+def test_study_budget_holds_on_every_output_and_budgets_share_one_attack(tmp_path, monkeypatch):
+    built = []
+
+    def tiny_build(config, weights_dir=None, device="cpu", surrogates=None, perceptual=None):
+        built.append(config)
+        return build_attack(config, device=device, surrogates=[TinyFR(0), TinyFR(1, size=40, name="tiny40")])
+
+    metric = TinyPerceptual()
+    monkeypatch.setattr(store, "build_attack", tiny_build)
+    monkeypatch.setattr(store, "stlpips", lambda *args, **kwargs: metric)
+    paths = _budget_photos(tmp_path)
+    faces = {p: [FACE] for p in paths}
+    config = {**_compose_dict("ours"), "alpha": 0.0, "steps": 4, "step_size": 0.03, "linf": 16 / 255,
+              "mask": "face", "surrogates": ["tiny", "tiny40"], "branches": [{"kind": "identity", "kernel_size": 1,
+                                                                                  "sigma": None}]}
+    raw = store.protect_photos(paths, faces, config, tmp_path / "cache", torch.device("cpu"), progress=False)
+    raw_ssim = min(r.quality["ssim_face"] for r in raw.values())
+    floor = min(0.999, raw_ssim + 0.5 * (1 - raw_ssim))  # a floor the attack's own output breaks
+    ceiling = 0.5 * min(r.quality["lpips_face"] for r in raw.values())
+    budgeted = store.protect_photos(paths, faces, {**config, "ssim_min": floor, "lpips_max": ceiling},
+                                    tmp_path / "cache", torch.device("cpu"), progress=False)
+    assert len(built) == 1  # the budget reuses the cached attack
+    _check_budgets(budgeted, faces, metric, floor, ceiling, 16 / 255)
+    assert all(0 < r.quality["budget_scale"] < 1 and r.quality["budget_met"] for r in budgeted.values())
+    record = json.loads(next((tmp_path / "cache" / "protected").glob("*/*.json")).read_text())
+    assert "ssim_face" in record
+
+
+def _compose_dict(attack: str) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(_compose(attack).attack, resolve=True)
+
+
+@pytest.mark.real
+def test_budget_holds_on_real_faces(tmp_path, monkeypatch, lfw_root, weight_cache):
+    """Real LFW faces (YuNet landmarks), the real ST-LPIPS; tiny surrogates with a strong attack."""
+    from fr_shield.detect import FaceDetector
+    from fr_shield.imageio import load_rgb
+    from fr_shield.perceptual import stlpips
+
+    monkeypatch.setattr(store, "build_attack", lambda config, weights_dir=None, device="cpu", **kw: build_attack(
+        config, device=device, surrogates=[TinyFR(0, size=112), TinyFR(1, size=112, name="tiny112")]))
+    detector = FaceDetector(cache_dir=weight_cache)
+    paths, faces = [], {}
+    for name in ("George_W_Bush/George_W_Bush_0001.jpg", "Colin_Powell/Colin_Powell_0001.jpg"):
+        path = lfw_root / name
+        found = detector(load_rgb(path))
+        paths.append(path)
+        faces[path] = [found[0].landmarks]
+    config = {**_compose_dict("ours_eot"), "alpha": 0.0, "steps": 3, "step_size": 0.05, "linf": 16 / 255,
+              "mask": "face", "ssim_min": 0.95, "lpips_max": 0.05, "surrogates": ["tiny", "tiny112"]}
+    result = store.protect_photos(paths, faces, config, tmp_path / "cache", torch.device("cpu"), progress=False)
+    _check_budgets(result, faces, stlpips("alex", weight_cache), 0.95, 0.05, 16 / 255)
+    assert any(r.quality["budget_scale"] < 1 for r in result.values())  # the budget had to act
+
+
+# ----------------------------------------------------------------------------- trade-off tables
+
+
+def test_tradeoff_points_tables_and_plot(tmp_path):
+    from fr_shield.tradeoff import budget_label, curve_points, markdown_tables, plot_curves
+
+    assert budget_label(None, None) == "unbounded" and budget_label(0.95, 0.05) == "ssim0.95_lpips0.05"
+    rows = []
+    for attack, budget, ssim_value, top1 in [("lowkey", "unbounded", 0.9, 0.1), ("lowkey", "ssim0.95_lpips0.05", 0.95, 0.4),
+                                             ("none", "clean", np.nan, 1.0)]:
+        for model, role in [("sface", "black-box"), ("dlib_resnet", "white-box")]:
+            for cell in ["none", "median_k9"]:
+                rows.append({"attack": attack, "budget": budget, "cell": cell, "model": model,
+                             "role": role if attack != "none" else "clean", "subset": "protected", "top1": top1,
+                             "top5": top1, "n_probes": 20, "mean_ssim_face": ssim_value, "mean_lpips_face": 0.01,
+                             "mean_budget_scale": 0.5})
+    points = curve_points(pd.DataFrame(rows))
+    assert set(points["attack"]) == {"lowkey", "none"} and len(points) == 6
+    clean = points[points["attack"] == "none"]
+    assert (clean["ssim_face"] == 1.0).all()
+    text = markdown_tables(points)
+    assert "| lowkey | ssim0.95_lpips0.05 | 0.950 |" in text
+    assert plot_curves(points, tmp_path / "curve.png").stat().st_size > 5_000
