@@ -67,6 +67,9 @@ class BenchSettings:
     face_counts: list[int] = field(default_factory=lambda: [1, 5])
     face_tile: int = 400  # side (px) of each LFW photo pasted into a composite: faces of ~180 px
     reference_steps_large: int = 1  # reference steps timed on the composites, then scaled
+    # The reference blurs and LPIPS'es the whole photo every step: at 12 MP one step took more than
+    # 17 GB here and was killed for memory. Above this size it is not run (the JSON says so).
+    reference_max_megapixels: float = 4.0
     large_cases: bool = True
     batched_row: bool = True  # also time the exact (no early stop) batched attack on LFW
     eval_photos: int = 32  # photos per model for the evaluation throughput
@@ -243,7 +246,8 @@ def load_attack_config(name: str, settings: BenchSettings, speed: str = "referen
 
 
 def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: Evaluator, models: dict,
-                 metric, detector: FaceDetector, device: torch.device, peak: float) -> list[dict]:
+                 metric, detector: FaceDetector, device: torch.device, peak: float, emit) -> None:
+    """Run every case of one attack; ``emit(case)`` receives each result as soon as it is measured."""
     config = load_attack_config(name, settings)
     surrogates = [models[n] for n in config["surrogates"]]
     exact = build_attack(config, device=device, surrogates=surrogates, perceptual=metric)
@@ -252,7 +256,6 @@ def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: 
     # The reference runs its own copy of the networks in PyTorch's default (contiguous) layout.
     reference_objective = copy.deepcopy(exact.objective).to(memory_format=torch.contiguous_format)
     steps = config["steps"]
-    cases = []
 
     # LFW photos: every variant protects the same photos; protection measured on each result.
     images = [photo_tensor(p.path).to(device) for p in subset.protected]
@@ -270,7 +273,7 @@ def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: 
         per_image = seconds / len(images)
         image_steps = int(np.isfinite(np.array(result.objective)).sum())  # objective evaluations done
         log(f"{name} lfw_250/{label}: {per_image:.1f} s/photo (reference {reference_seconds / len(images):.1f})")
-        cases.append({
+        emit({
             "name": f"lfw_250/{label}", "attack": name, "photo": "250x250", "faces": 1,
             "seconds_per_image": per_image, "reference_seconds_per_image": reference_seconds / len(images),
             "speedup": reference_seconds / seconds,
@@ -285,7 +288,7 @@ def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: 
             "achieved_fraction_of_peak": flop * image_steps / seconds / peak,
         })
     if not settings.large_cases:
-        return cases
+        return
 
     # Large photos: the fast attack on face regions, the reference timed for a few steps.
     for size_name, size in settings.sizes.items():
@@ -293,23 +296,26 @@ def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: 
             photo, landmarks, identities = composite(subset, size, count, settings.face_tile, detector)
             photo = photo.to(device)
             result, seconds = timed(RegionAttack(fast), photo, landmarks)
-            setup = timed(reference_protect, reference_objective, exact.settings, photo, landmarks, 0)[1]
-            measured = settings.reference_steps_large
-            run = timed(reference_protect, reference_objective, exact.settings, photo, landmarks, measured)[1]
-            reference_seconds = setup + (run - setup) / measured * steps
-            log(f"{name} {size_name} {count} faces: {seconds:.1f} s/photo (reference ~{reference_seconds:.0f})")
-            cases.append({
+            measured, reference_seconds = settings.reference_steps_large, None
+            if size[0] * size[1] <= settings.reference_max_megapixels * 1e6:
+                setup = timed(reference_protect, reference_objective, exact.settings, photo, landmarks, 0)[1]
+                run = timed(reference_protect, reference_objective, exact.settings, photo, landmarks, measured)[1]
+                reference_seconds = setup + (run - setup) / measured * steps
+            log(f"{name} {size_name} {count} faces: {seconds:.1f} s/photo (reference {reference_seconds})")
+            emit({
                 "name": f"{size_name}_{count}face{'s' if count > 1 else ''}/fast", "attack": name,
                 "photo": f"{size[1]}x{size[0]}", "faces": len(landmarks),
                 "seconds_per_image": seconds, "reference_seconds_per_image": reference_seconds,
-                "speedup": reference_seconds / seconds,
+                "speedup": None if reference_seconds is None else reference_seconds / seconds,
                 "protected_top1": evaluator.top1([result.protected.cpu()], [landmarks], [identities])["mean"],
                 "reference_protected_top1": None,  # the reference is only timed here
-                "mean_steps": float(np.mean(result.steps_taken)), "reference_steps_measured": measured,
+                "mean_steps": float(np.mean(result.steps_taken)),
+                "reference_steps_measured": measured if reference_seconds is not None else 0,
+                "reference_note": (f"timed over {measured} step(s), scaled to {steps}" if reference_seconds is not None
+                                   else f"not run: above {settings.reference_max_megapixels} MP (memory)"),
                 "regions": [list(r) for r in result.regions],
             })
             del photo, result
-    return cases
 
 
 def evaluation_throughput(subset: Subset, models: dict, count: int, device: torch.device) -> list[dict]:
@@ -334,6 +340,11 @@ def evaluation_throughput(subset: Subset, models: dict, count: int, device: torc
 # --------------------------------------------------------------------------- report
 
 
+def fmt(value, spec: str) -> str:
+    width = int(spec.split(".")[0])
+    return "-".rjust(width) if value is None else format(value, spec)
+
+
 def print_table(report: dict) -> None:
     print(f"\nmachine: {report['machine']['cpu']} ({report['machine']['threads']} threads), "
           f"device {report['machine']['device']}; peak {report['peak_gflops']:.1f} GFLOP/s")
@@ -343,7 +354,8 @@ def print_table(report: dict) -> None:
     for case in report["cases"]:
         reference_top1 = case["reference_protected_top1"]
         print(f"{case['name']:22s} {case['attack']:9s} {case['seconds_per_image']:9.1f} "
-              f"{case['reference_seconds_per_image']:12.1f} {case['speedup']:8.1f}x {case['protected_top1']:6.1%} "
+              f"{fmt(case['reference_seconds_per_image'], '12.1f')} {fmt(case['speedup'], '8.1f')}x "
+              f"{case['protected_top1']:6.1%} "
               f"{'-' if reference_top1 is None else f'{reference_top1:.1%}':>9s} {case['mean_steps']:6.1f}")
     for case in report["cases"]:
         if "gflop_per_step" in case:
@@ -384,9 +396,6 @@ def main(argv: list[str] | None = None) -> int:
     metric = stlpips("alex").to(device)
     peak = peak_gflops(settings.peak_size, device)
     evaluator = Evaluator(subset, models, device)
-    cases = []
-    for name in settings.attacks:
-        cases += bench_attack(name, settings, subset, evaluator, models, metric, detector, device, peak)
     report = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "cpus": os.cpu_count(), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -395,15 +404,29 @@ def main(argv: list[str] | None = None) -> int:
         "peak_gflops": peak,
         "clean_top1": evaluator.top1([photo_tensor(p.path) for p in subset.protected],
                                      [[p.landmarks] for p in subset.protected], [[p.identity] for p in subset.protected]),
-        "cases": cases,
         "evaluation": evaluation_throughput(subset, models, settings.eval_photos, device),
+        "cases": [],
+        "complete": False,
     }
+
+    def emit(case: dict) -> None:  # the JSON is rewritten after each case: a long run keeps its figures
+        report["cases"].append(case)
+        write(report, args.json)
+
+    for name in settings.attacks:
+        bench_attack(name, settings, subset, evaluator, models, metric, detector, device, peak, emit)
+    report["complete"] = True
+    write(report, args.json)
     print_table(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def write(report: dict, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":
