@@ -177,12 +177,13 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.concat(qualities, ignore_index=True) if qualities else pd.DataFrame())
 
 
-def curve_points(table: pd.DataFrame, subset: str = "protected") -> pd.DataFrame:
-    """Held-out (black-box) top-1 per attack, budget and transform cell, averaged over held-out
-    models, beside the budget's mean per-face SSIM and ST-LPIPS; "clean" rows at SSIM 1."""
-    rows = table[(table["subset"] == subset) & (table["role"].isin(["black-box", "clean"]))]
-    held_out_models = set(table.loc[table["role"] == "black-box", "model"])
-    rows = rows[rows["model"].isin(held_out_models)]
+def curve_points(table: pd.DataFrame, subset: str = "protected", role: str = "black-box") -> pd.DataFrame:
+    """Top-1 of the ``role`` evaluators (black-box: held out of the ensemble) per attack, budget and
+    transform cell, averaged over those models, beside the budget's mean per-face SSIM and
+    ST-LPIPS; "clean" rows (the unprotected photos, on the same models) at SSIM 1."""
+    rows = table[(table["subset"] == subset) & (table["role"].isin([role, "clean"]))]
+    models = set(table.loc[table["role"] == role, "model"])
+    rows = rows[rows["model"].isin(models)]
     grouped = rows.groupby(["attack", "budget", "cell"], sort=False).agg(
         top1=("top1", "mean"), top5=("top5", "mean"), n_probes=("n_probes", "first"),
         ssim_face=("mean_ssim_face", "first"), lpips_face=("mean_lpips_face", "first"),
@@ -219,7 +220,7 @@ def plot_curves(points: pd.DataFrame, path: Path, title: str = "") -> Path:
         axis.axhline(100 * TARGET_TOP1, color="green", linestyle="--", linewidth=0.8)
         axis.set_title(cell)
         axis.set_xlabel("mean per-face SSIM")
-        axis.set_ylabel("top-1 % (protected, held-out)")
+        axis.set_ylabel("top-1 % (protected probes)")
         axis.set_ylim(-3, 103)
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(cells):]:
@@ -267,15 +268,16 @@ def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool =
     if table.empty:
         raise SystemExit("no tradeoff.csv found below " + ", ".join(map(str, folders)))
     out.mkdir(parents=True, exist_ok=True)
-    points = curve_points(table)
+    held_out = (table["role"] == "black-box").any()
+    points = curve_points(table, role="black-box" if held_out else "white-box")
+    which = "held-out" if held_out else "white-box (no held-out evaluator in these runs)"
     figure = plot_curves(points, out / "tradeoff_heldout.png",
-                         "protected-only top-1 on held-out evaluators vs per-face SSIM (budgets by bisection)")
+                         f"protected-only top-1 on {which} evaluators vs per-face SSIM (budgets by bisection)")
     points.to_csv(out / "tradeoff_points.csv", index=False)
-    text = markdown_tables(points)
-    white = table[(table["subset"] == "protected") & (table["role"] == "white-box")]
-    if len(white):
+    text = f"Protected-only top-1 (%), {which} evaluators:\n\n" + markdown_tables(points)
+    if held_out and (table["role"] == "white-box").any():
         text += "\n\nWhite-box evaluators (surrogates), protected-only top-1 (%):\n\n"
-        text += markdown_tables(curve_points(white.assign(role="black-box")))
+        text += markdown_tables(curve_points(table, role="white-box"))
     strips = []
     for budget in strip_budgets:
         strips += write_strips(quality, out, budget)

@@ -341,3 +341,32 @@ def test_tradeoff_points_tables_and_plot(tmp_path):
     text = markdown_tables(points)
     assert "| lowkey | ssim0.95_lpips0.05 | 0.950 |" in text
     assert plot_curves(points, tmp_path / "curve.png").stat().st_size > 5_000
+
+
+@pytest.mark.real
+def test_tradeoff_job_end_to_end_on_tiny_data(tmp_path, weight_cache):
+    """``experiment=tradeoff`` on a tiny dataset and a tiny ONNX surrogate/evaluator: the job writes
+    and logs one row per budget x transform level x model x subset, and the report draws them."""
+    import mlflow
+
+    from fr_shield.tradeoff import report
+    from test_run import _job
+
+    model = tmp_path / "tiny.onnx"
+    done = _job(tmp_path, "experiment=tradeoff", "attack=ours_eot", "attack.steps=2", "attack.batch_size=4",
+                f"attack.surrogates=['onnx:{model}']", "data.max_distractor_identities=null",
+                "tradeoff.transforms=[{name: none, levels: [null]}, {name: jpeg, levels: [75]}]",
+                "tradeoff.budgets=[{ssim_min: null}, {ssim_min: 0.99, lpips_max: 0.01}]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(next((tmp_path / "multirun").glob("*/tradeoff.csv")))
+    assert set(table["budget"]) == {"clean", "unbounded", "ssim0.99_lpips0.01"}
+    assert len(table) == 3 * 2 * 1 * 2  # budgets (with clean) x levels x models x subsets
+    quality = pd.read_csv(next((tmp_path / "multirun").glob("*/quality.csv")))
+    budgeted = quality[quality["budget"] == "ssim0.99_lpips0.01"]
+    assert (budgeted["ssim_face"] >= 0.99 - 1e-6).all() and (budgeted["lpips_face"] <= 0.01 + 1e-6).all()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("fr_shield").experiment_id])
+    assert any(key.startswith("top1/protected/") and key.endswith("/ssim0.99_lpips0.01")
+               for run in runs for key in run.data.metrics)
+    text = report([tmp_path / "multirun"], tmp_path / "report", ["ssim0.99_lpips0.01"], log=False)
+    assert "ours_eot" in text and (tmp_path / "report" / "tradeoff_heldout.png").exists()
