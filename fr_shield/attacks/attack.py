@@ -120,12 +120,13 @@ class ProtectionAttack:
             targets = all_targets if len(active) == len(faces) else all_targets.select(active, faces)
             weights = None if photo_weights is None else photo_weights[active]
             work_bounds = None if bounds is None else bounds[active]
+            active_index = torch.as_tensor(active, device=clean.device)
             if adam is not None:
                 current = clean[active] + delta[active]
             else:
                 current = (work_clean + delta[active]).requires_grad_(True)
             value, parts = self.objective(current, work_clean, work_faces, targets, weights)
-            self._record(result, step, active, len(faces), value, parts)
+            self._record(result, active, len(faces), value, parts)
             if on_step is not None:
                 on_step(step, value.detach(), parts)
             moving = self._still_moving(parts["margin"])
@@ -138,7 +139,7 @@ class ProtectionAttack:
                     delta.copy_(self._project(clean + delta, clean, bounds) - clean)
                     # Adam's momentum would move stopped images too: put them back.
                     stopped = torch.ones(len(faces), dtype=torch.bool, device=clean.device)
-                    stopped[torch.as_tensor(active, device=clean.device)[moving]] = False
+                    stopped[active_index[moving]] = False
                     delta[stopped] = before[stopped]
             else:
                 (gradient,) = torch.autograd.grad(value.sum(), current)
@@ -146,13 +147,11 @@ class ProtectionAttack:
                     direction = gradient
                     if velocity is not None:  # MI-FGSM: accumulate the L1-normalised gradient
                         scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-                        index_all = torch.as_tensor(active, device=clean.device)
-                        velocity[index_all] = settings.momentum * velocity[index_all] + gradient / scale
-                        direction = velocity[index_all]
+                        velocity[active_index] = settings.momentum * velocity[active_index] + gradient / scale
+                        direction = velocity[active_index]
                     stepped = self._project(current + settings.step_size * direction.sign(), work_clean,
                                             work_bounds) - work_clean
-                    index = torch.as_tensor(active, device=clean.device)[moving]
-                    delta[index] = stepped[moving]
+                    delta[active_index[moving]] = stepped[moving]
             for slot in (~moving).nonzero().flatten().tolist():
                 result.steps_taken[active[slot]] = step
             active = [image for image, keep in zip(active, moving.tolist()) if keep]
@@ -168,7 +167,7 @@ class ProtectionAttack:
         return margin < self.settings.stop_margin
 
     @staticmethod
-    def _record(result: AttackResult, step: int, active: list[int], total: int, value, parts) -> None:
+    def _record(result: AttackResult, active: list[int], total: int, value, parts) -> None:
         objective, lpips = [float("nan")] * total, [float("nan")] * total
         for image, v, p in zip(active, value.detach().tolist(), parts["lpips"].tolist()):
             objective[image], lpips[image] = v, p
