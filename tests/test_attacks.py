@@ -170,3 +170,18 @@ def test_targets_select_and_photo_weights():
     doubled = objective.perceptual_term(adversarial, clean, faces, targets, torch.tensor([2.0, 2.0, 2.0]))
     on_photo = TinyPerceptual()(clean, adversarial)
     assert torch.allclose(doubled - plain, 0.5 * on_photo, atol=1e-6)
+
+
+def test_only_pixels_move_to_the_accelerator():
+    """Lightning's batch transfer must leave landmarks as host NumPy arrays (alignment solves them
+    with NumPy); a CUDA run failed here before the module said so."""
+    from torch.utils.data import DataLoader
+
+    from fr_shield.attacks.lightning_module import PhotoBatchDataset, ProtectionModule
+
+    batch = (["a"], photo(), [[FACE]])
+    loaded = next(iter(DataLoader(PhotoBatchDataset([batch]), batch_size=None)))  # converts NumPy to tensors
+    module = ProtectionModule(tiny_attack(steps=1))
+    keys, images, faces = module.transfer_batch_to_device(loaded, torch.device("cpu"), 0)
+    assert keys == ["a"] and images.shape == batch[1].shape
+    assert isinstance(faces[0][0], np.ndarray) and np.allclose(faces[0][0], FACE)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -38,6 +39,12 @@ class ProtectionModule(L.LightningModule):
         # Registered as a submodule so Lightning moves the surrogates and LPIPS to the device.
         self.objective = attack.objective
         self._steps_logged = 0
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        # Only the pixels go to the accelerator: landmarks stay on the host, where alignment
+        # solves each face's similarity transform with NumPy.
+        keys, images, faces = batch
+        return keys, images.to(device), [[np.asarray(face) for face in photo] for photo in faces]
 
     def predict_step(self, batch, batch_idx: int):
         keys, images, faces = batch
