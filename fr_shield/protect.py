@@ -40,8 +40,9 @@ from omegaconf import OmegaConf
 
 from fr_shield.align import align_faces, similarity_transform
 from fr_shield.attacks.attack import ProtectionAttack
+from fr_shield.attacks.eot import scale_families
 from fr_shield.attacks.factory import build_attack
-from fr_shield.attacks.objective import FACE_CROP, Branch, ProtectionObjective
+from fr_shield.attacks.objective import FACE_CROP
 from fr_shield.attacks.store import quantise
 from fr_shield.budget import PresetConfig, enforce_budget, load_preset, preset_names
 from fr_shield.detect import Face, FaceDetector
@@ -165,6 +166,26 @@ def load_attack_config(name: str, preset: PresetConfig, surrogates: Sequence[str
     return values
 
 
+def scaled_attack_config(config: dict, scale: float) -> dict:
+    """The attack settings for a face attacked at ``scale`` (< 1) of the photo's resolution: branch
+    and EOT blur kernels rounded to the nearest odd size, sigmas scaled; a blur branch that shrinks
+    under 3 px is dropped (the identity branch stays)."""
+    branches = []
+    for branch in config["branches"]:
+        if branch["kind"] != "identity":
+            kernel = 2 * round((branch["kernel_size"] * scale - 1) / 2) + 1
+            if kernel < 3:
+                continue
+            sigma = None if branch.get("sigma") is None else branch["sigma"] * scale
+            branch = {**branch, "kernel_size": kernel, "sigma": sigma}
+        if branch not in branches:
+            branches.append(branch)
+    scaled = {**config, "branches": branches or [{"kind": "identity", "kernel_size": 1, "sigma": None}]}
+    if config.get("eot") is not None:
+        scaled["eot"] = {**config["eot"], "families": scale_families(config["eot"].get("families"), scale)}
+    return scaled
+
+
 class FaceProtector:
     """Protects the faces of one photo array; holds the surrogates, the attack and the metric."""
 
@@ -185,7 +206,7 @@ class FaceProtector:
         self.models = list(self.attack.objective.surrogates)
         self.metric = metric
         self.work_side = work_side
-        self.margin_kernel = max([b.get("kernel_size", 1) for b in attack_config["branches"]] + [1])
+        self.margin_kernel = self.attack.objective.reach
 
     @property
     def model_names(self) -> list[str]:
@@ -239,25 +260,14 @@ class FaceProtector:
         """The attack with its blur branches scaled to the working resolution.
 
         A platform blurs the photo at its own resolution: median k = 11 on a photo whose face is
-        attacked at half size is median k ~ 5 at the working size (kernels rounded to odd, sigma
-        scaled; a branch that shrinks to nothing is dropped).
+        attacked at half size is median k ~ 5 at the working size (``scaled_attack_config``).
+        Every other setting (EOT, momentum, ensemble weights) is kept.
         """
         if scale >= 1.0:
             return self.attack
         objective = self.attack.objective
-        branches = []
-        for branch in objective.branches:
-            if branch.kind != "identity":
-                kernel = 2 * round((branch.kernel_size * scale - 1) / 2) + 1
-                if kernel < 3:
-                    continue
-                sigma = None if branch.sigma is None else branch.sigma * scale
-                branch = Branch(branch.kind, kernel, sigma)
-            if branch not in branches:
-                branches.append(branch)
-        scaled = ProtectionObjective(list(objective.surrogates), branches or [Branch()], self.config["normaliser"],
-                                     objective.alpha, objective.perceptual)
-        return ProtectionAttack(scaled, self.attack.settings)
+        return build_attack(scaled_attack_config(self.config, scale), device=self.device,
+                            surrogates=list(objective.surrogates), perceptual=objective.perceptual)
 
     def _attack_region(self, clean: torch.Tensor, landmarks: list[np.ndarray]) -> tuple[torch.Tensor, float]:
         """The masked perturbation for one region [1, 3, h, w] at full resolution."""

@@ -29,7 +29,7 @@ from fr_shield.attacks.eot import (
     EOTSettings,
     differentiable_jpeg,
 )
-from fr_shield.attacks.factory import attack_key, build_attack
+from fr_shield.attacks.factory import as_dict, attack_key, build_attack
 from fr_shield.attacks.masking import FaceMaskAttack, face_mask
 from fr_shield.attacks.objective import FACE_CROP, crops_of
 from fr_shield.models.spec import ARCFACE_112
@@ -370,3 +370,26 @@ def test_tradeoff_job_end_to_end_on_tiny_data(tmp_path, weight_cache):
                for run in runs for key in run.data.metrics)
     text = report([tmp_path / "multirun"], tmp_path / "report", ["ssim0.99_lpips0.01"], log=False)
     assert "ours_eot" in text and (tmp_path / "report" / "tradeoff_heldout.png").exists()
+
+
+def test_downscaled_faces_keep_eot_with_kernels_scaled():
+    """protect attacks a large face on a downscaled copy: the blur kernels shrink with it, and the
+    EOT views, momentum and input diversity stay (they were once dropped there)."""
+    from fr_shield.protect import scaled_attack_config
+
+    config = as_dict(_compose("ours_eot").attack)
+    half = scaled_attack_config(config, 0.5)
+    assert half["branches"] == [{"kind": "identity", "kernel_size": 1, "sigma": None}]
+    levels = {family["name"]: family["levels"] for family in half["eot"]["families"]}
+    assert levels["median_blur"] == [3, 5] and levels["gaussian_blur2d"] == [3, 5]
+    assert levels["jpeg"] == [50, 60, 75, 90] and levels["resize"] == [0.5, 0.75]
+    attack = build_attack(half, surrogates=surrogates(), perceptual=TinyPerceptual())
+    assert isinstance(attack.objective, EOTObjective) and attack.settings.momentum == 1.0
+    assert attack.objective.eot.input_diversity == 0.5 and attack.objective.reach == 5
+    assert build_attack(config, surrogates=surrogates(), perceptual=TinyPerceptual()).objective.reach == 11
+
+    ours = scaled_attack_config(as_dict(_compose("ours").attack), 0.5)
+    assert [(b["kind"], b["kernel_size"], b["sigma"]) for b in ours["branches"]] == [
+        ("identity", 1, None), ("gaussian", 3, 1.5), ("median", 5, None)]
+    tiny = scaled_attack_config(as_dict(_compose("ours").attack), 0.1)  # every blur under 3 px
+    assert tiny["branches"] == [{"kind": "identity", "kernel_size": 1, "sigma": None}]

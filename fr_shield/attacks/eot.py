@@ -73,6 +73,26 @@ class EOTFamily:
             raise ValueError(f"EOT transform '{self.name}' needs at least one level")
 
 
+# Families whose levels are kernel sizes in pixels: they scale with the working resolution.
+KERNEL_FAMILIES = ("median_blur", "box_blur", "gaussian_blur2d", "motion_blur")
+
+
+def scale_families(items: Sequence[dict] | None, scale: float) -> list[dict]:
+    """EOT families (config form) for a photo attacked at ``scale`` of its size: each blur kernel
+    is rounded to the nearest odd size (kernels under 3 are dropped, and a blur family left with
+    no kernel with them); JPEG qualities and resize factors do not depend on the resolution."""
+    families = items if items is not None else [{"name": f.name, "levels": list(f.levels)} for f in DEFAULT_FAMILIES]
+    scaled = []
+    for item in families:
+        levels = item.get("levels")
+        if item["name"] in KERNEL_FAMILIES and levels:
+            levels = sorted({k for k in (2 * round((level * scale - 1) / 2) + 1 for level in levels) if k >= 3})
+            if not levels:
+                continue
+        scaled.append({**item, "levels": levels})
+    return scaled
+
+
 # The study's operator transforms (issue 7): blurs at its kernel sizes, JPEG, down-and-up resizing.
 DEFAULT_FAMILIES: tuple[EOTFamily, ...] = (
     EOTFamily("median_blur", (3, 5, 7, 9, 11)),
@@ -111,6 +131,11 @@ class EOTObjective(ProtectionObjective):
         super().__init__(surrogates, branches, normaliser, alpha, perceptual, surrogate_weights)
         self.eot = eot
         self.reset()
+
+    @property
+    def reach(self) -> int:
+        kernels = [level for family in self.eot.families if family.name in KERNEL_FAMILIES for level in family.levels]
+        return max([super().reach, *kernels])
 
     def reset(self) -> None:
         """Restart the random draws (done at the start of every attack, in ``targets``)."""

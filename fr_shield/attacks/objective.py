@@ -116,6 +116,11 @@ class ProtectionObjective(nn.Module):
                                  f"not all zero; got {surrogate_weights}")
             self.surrogate_weights = [w * len(weights) / sum(weights) for w in weights]
 
+    @property
+    def reach(self) -> int:
+        """The widest kernel (px) any view applies: how far outside a face crop pixels matter."""
+        return max(branch.kernel_size for branch in self.branches)
+
     def views(self, adversarial: torch.Tensor) -> list[torch.Tensor]:
         """The views of the photo every surrogate must fail on (one per branch; EOT adds sampled ones)."""
         return [branch(adversarial) for branch in self.branches]

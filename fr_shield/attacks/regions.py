@@ -45,7 +45,7 @@ def attack_regions(attack: ProtectionAttack, faces: list[np.ndarray], image_hw: 
     """The photo regions (x0, y0, x1, y1) the attack reads for ``faces``, merged where they overlap."""
     objective = attack.objective
     specs = [FACE_CROP, *(model.spec for model in objective.surrogates)]
-    margin = max(branch.kernel_size for branch in objective.branches) // 2 + ROI_MARGIN + 1
+    margin = objective.reach // 2 + ROI_MARGIN + 1
     rects = []
     for points in faces:
         boxes = np.array([crop_footprint(points, spec.template, spec.input_size) for spec in specs])
