@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fr_shield.align import align_faces
 from fr_shield.attacks.attack import ProtectionAttack
-from fr_shield.attacks.factory import as_dict, build_attack
+from fr_shield.attacks.factory import build_attack, compose_attack
 from fr_shield.attacks.reference import reference_protect
 from fr_shield.attacks.regions import RegionAttack
 from fr_shield.attacks.store import measure_quality
@@ -50,7 +50,7 @@ from fr_shield.embed import Embedder, photo_tensor
 from fr_shield.imageio import load_rgb
 from fr_shield.models import available, create
 from fr_shield.models.spec import pair_similarity
-from fr_shield.paths import PROJECT_ROOT, data_root
+from fr_shield.paths import data_root
 from fr_shield.perceptual import stlpips
 from fr_shield.runtime import configure_torch, resolve_device
 
@@ -233,13 +233,7 @@ def quality_of(clean: list[torch.Tensor], protected: list[torch.Tensor], faces: 
 
 def load_attack_config(name: str, settings: BenchSettings, speed: str = "reference") -> dict:
     """``conf/attack/<name>.yaml`` with ``conf/speed/<speed>.yaml``, composed by Hydra (typed)."""
-    from hydra import compose, initialize_config_dir
-
-    from fr_shield.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
-        values = as_dict(compose("config", overrides=[f"attack={name}", f"speed={speed}", "logger=none"]).attack)
+    values = compose_attack(name, [f"speed={speed}"])
     if settings.steps is not None:
         values["steps"] = settings.steps
     return values

@@ -36,19 +36,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from fr_shield.align import align_faces, similarity_transform
 from fr_shield.attacks.attack import ProtectionAttack
 from fr_shield.attacks.eot import scale_families
-from fr_shield.attacks.factory import build_attack
+from fr_shield.attacks.factory import build_attack, compose_attack
 from fr_shield.attacks.objective import FACE_CROP
 from fr_shield.attacks.store import quantise
 from fr_shield.budget import PresetConfig, enforce_budget, load_preset, preset_names
 from fr_shield.detect import Face, FaceDetector
 from fr_shield.errors import FrShieldError, ImageError
 from fr_shield.models.spec import ARCFACE_112, ModelSpec, pair_similarity
-from fr_shield.paths import PROJECT_ROOT
 from fr_shield.regions import cluster_regions, crop_footprint, snap_region
 from fr_shield.weights import sha256_of
 from fr_shield.photo_files import (
@@ -146,17 +144,7 @@ class FaceRecord:
 
 def load_attack_config(name: str, preset: PresetConfig, surrogates: Sequence[str] | None = None) -> dict:
     """``conf/attack/<name>.yaml`` composed by Hydra (typed), with the preset's strength on top."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from fr_shield.config import register_configs
-
-    register_configs()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
-        config = compose("config", overrides=[f"attack={name}", "logger=none"])
-    values = OmegaConf.to_container(config.attack, resolve=True)
+    values = compose_attack(name)
     if values.get("name") == "none":
         raise ValueError("attack 'none' protects nothing; choose lowkey, ours or ours_box")
     values.update(steps=preset.steps, step_size=preset.step_size, linf=preset.linf, alpha=preset.alpha,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -28,6 +29,22 @@ MASKS = ("face",)
 
 def as_dict(config) -> dict:
     return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+
+
+def compose_attack(name: str, overrides: Sequence[str] = ()) -> dict:
+    """``conf/attack/<name>.yaml`` composed by Hydra against its typed schema, with ``overrides``
+    (e.g. ``speed=fast``), as a plain dict: for tools that build an attack outside ``fr_shield.run``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fr_shield.config import register_configs
+    from fr_shield.paths import PROJECT_ROOT
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():  # a caller's own Hydra app or an earlier compose
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
+        return as_dict(compose("config", overrides=[f"attack={name}", "logger=none", *overrides]).attack)
 
 
 def attack_key(config, with_budget: bool = True) -> str:

@@ -1,0 +1,106 @@
+"""Markdown tables for RESULTS.md from ``fr_shield.run`` multirun folders (results.csv per job).
+
+    .venv/bin/python experiments/summarise.py white multirun/phase3_full
+    .venv/bin/python experiments/summarise.py heldout multirun/heldout_* multirun/phase3_full
+    .venv/bin/python experiments/summarise.py quality multirun/phase3_full
+
+``white``: protected-only top-1 (%) of every evaluator, one row per attack x transform x level.
+``heldout``: the same, but each column is a model measured on attacks made *without* it (one
+leave-one-out ensemble per model): the black-box table. ``quality``: mean per-photo quality and
+attack seconds per attack and ensemble.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+MODELS = ("sface", "dlib_resnet", "facenet_casia")
+TRANSFORM_ORDER = ("none", "median_blur", "box_blur")
+
+
+def load(folders: list[Path], name: str = "results.csv") -> pd.DataFrame:
+    frames = []
+    for folder in folders:
+        for job in sorted(p.parent for p in folder.glob(f"*/{name}")):
+            config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+            table = pd.read_csv(job / name)
+            table["surrogates"] = "+".join(config["attack"]["surrogates"]) if config["attack"]["name"] != "none" else ""
+            table["attack_name"] = config["attack"]["name"]
+            table["n_protected"] = config["data"]["n_protected"]
+            frames.append(table)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _rows(table: pd.DataFrame, value: str) -> pd.DataFrame:
+    table = table[table["subset"] == "protected"].copy()
+    table["level"] = table["level"].fillna(0).astype(int)
+    table[value] = (100 * table[value]).round(1)
+    return table
+
+
+def _ordered(pivot: pd.DataFrame) -> pd.DataFrame:
+    rank = {name: index for index, name in enumerate(TRANSFORM_ORDER)}
+    return pivot.sort_index(key=lambda values: values.map(lambda v: rank.get(v, len(rank)) if isinstance(v, str)
+                                                         and values.name == "transform" else v))
+
+
+def white(table: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
+    table = _rows(table, value)
+    table = table[table["role"] == "white-box"]
+    pivot = table.pivot_table(index=["attack", "transform", "level"], columns="model", values=value)
+    return _ordered(pivot.reindex(columns=list(MODELS)))
+
+
+def heldout(table: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
+    table = _rows(table, value)
+    table = table[table.apply(lambda row: row["model"] not in row["surrogates"].split("+"), axis=1)]
+    pivot = table.pivot_table(index=["attack", "transform", "level"], columns="model", values=value)
+    pivot = pivot.reindex(columns=[m for m in MODELS if m in pivot.columns])
+    pivot["mean"] = pivot.mean(axis=1).round(1)
+    return _ordered(pivot)
+
+
+def quality(folders: list[Path]) -> pd.DataFrame:
+    frames = []
+    for folder in folders:
+        for job in sorted(p.parent for p in folder.glob("*/quality.csv")):
+            config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+            frame = pd.read_csv(job / "quality.csv")
+            frame["attack"] = config["attack"]["name"]
+            frame["surrogates"] = "+".join(config["attack"]["surrogates"])
+            frames.append(frame.drop_duplicates("photo"))
+    table = pd.concat(frames).drop_duplicates(["attack", "surrogates", "photo"])
+    columns = ["lpips_face", "ssim_face", "psnr_face", "lpips_photo", "ssim_photo", "psnr_photo", "linf", "seconds"]
+    summary = table.groupby(["attack", "surrogates"])[columns].mean()
+    summary["photos"] = table.groupby(["attack", "surrogates"]).size()
+    summary["linf"] = (summary["linf"] * 255).round(0)
+    return summary.round(3)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    frame = frame.reset_index()
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", choices=("white", "heldout", "quality"))
+    parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("--value", default="top1", choices=("top1", "top5"))
+    args = parser.parse_args()
+    if args.table == "quality":
+        print(markdown(quality(args.folders)))
+        return
+    table = load(args.folders)
+    print(markdown(white(table, args.value) if args.table == "white" else heldout(table, args.value)))
+
+
+if __name__ == "__main__":
+    main()
