@@ -81,6 +81,16 @@ def quality(folders: list[Path]) -> pd.DataFrame:
     return summary.round(3)
 
 
+def compact(pivot: pd.DataFrame) -> pd.DataFrame:
+    """One row per attack x transform, one column per level, cells "model1 / model2 / ..." (the
+    column order of ``pivot``, its "mean" column left out)."""
+    models = [c for c in pivot.columns if c != "mean"]
+    cells = pivot[models].apply(lambda row: " / ".join(f"{v:g}" for v in row), axis=1).rename("cell").reset_index()
+    table = cells.pivot_table(index=["attack", "transform"], columns="level", values="cell", aggfunc="first")
+    table.columns = ["—" if level == 0 else f"k{level}" for level in table.columns]
+    return _ordered(table).fillna("")
+
+
 def markdown(frame: pd.DataFrame) -> str:
     frame = frame.reset_index()
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
@@ -94,12 +104,14 @@ def main() -> None:
     parser.add_argument("table", choices=("white", "heldout", "quality"))
     parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--value", default="top1", choices=("top1", "top5"))
+    parser.add_argument("--compact", action="store_true", help="levels as columns, models in each cell")
     args = parser.parse_args()
     if args.table == "quality":
         print(markdown(quality(args.folders)))
         return
     table = load(args.folders)
-    print(markdown(white(table, args.value) if args.table == "white" else heldout(table, args.value)))
+    pivot = white(table, args.value) if args.table == "white" else heldout(table, args.value)
+    print(markdown(compact(pivot) if args.compact else pivot))
 
 
 if __name__ == "__main__":
