@@ -51,14 +51,14 @@ def _ordered(pivot: pd.DataFrame) -> pd.DataFrame:
 def white(table: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
     table = _rows(table, value)
     table = table[table["role"] == "white-box"]
-    pivot = table.pivot_table(index=["attack", "transform", "level"], columns="model", values=value)
+    pivot = table.pivot_table(index=["attack", "transform", "level"], columns="model", values=value).round(1)
     return _ordered(pivot.reindex(columns=list(MODELS)))
 
 
 def heldout(table: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
     table = _rows(table, value)
     table = table[table.apply(lambda row: row["model"] not in row["surrogates"].split("+"), axis=1)]
-    pivot = table.pivot_table(index=["attack", "transform", "level"], columns="model", values=value)
+    pivot = table.pivot_table(index=["attack", "transform", "level"], columns="model", values=value).round(1)
     pivot = pivot.reindex(columns=[m for m in MODELS if m in pivot.columns])
     pivot["mean"] = pivot.mean(axis=1).round(1)
     return _ordered(pivot)
