@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install weights run verify test test-fast samples bench baseline phase1 phase2 phase3 heldout tradeoff ui clean
+.PHONY: help install weights run verify test test-fast samples bench baseline phase1 phase2 phase3 heldout heldout-all tradeoff ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,11 @@ phase3: weights ## Phase 3: lowkey vs ours vs ours_box under median and box blur
 
 heldout: weights ## Black-box transfer: attacks made without sface, sface as held-out evaluator
 	$(RUN) -m experiment=heldout $(ARGS)
+
+heldout-all: weights ## Black-box: lowkey/ours/ours_box on every leave-one-out ensemble (sface, dlib, facenet held out)
+	$(RUN) -m experiment=heldout $(ARGS)
+	$(RUN) -m experiment=heldout 'attack.surrogates=[sface,facenet_casia]' $(ARGS)
+	$(RUN) -m experiment=heldout 'attack.surrogates=[sface,dlib_resnet]' $(ARGS)
 
 tradeoff: weights ## Held-out top-1 vs per-face SSIM, budgets x transforms (LFW, 10 identities), then the report
 	$(RUN) -m experiment=tradeoff hydra.sweep.dir=multirun/tradeoff
