@@ -266,7 +266,9 @@ def test_refuses_out_inside_input(album, tmp_path):
 
 
 DRIVER = textwrap.dedent("""
-    import sys
+    import signal, sys
+    # Ctrl-C as in a terminal: a shell's background job (e.g. `make test &`) starts with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     from test_protect import opts, tiny_factory
     from fr_shield.protect import ProtectOptions, run_protect
