@@ -54,6 +54,13 @@ def study_jobs() -> list[tuple[str, list[str]]]:
     return jobs
 
 
+def wide_jobs(identities: int = 12) -> list[tuple[str, list[str]]]:
+    """LowKey vs ours on every leave-one-out ensemble with 4x the protected identities of size=cpu."""
+    return [(f"wide{identities}_{fold}_{attack}", ["size=cpu", f"data.n_protected={identities}", f"attack={attack}",
+                                                   f"attack.surrogates=[{','.join(surrogates)}]"])
+            for fold, surrogates in FOLDS.items() if fold != "full" for attack in ("lowkey", "ours")]
+
+
 def tradeoff_jobs() -> list[tuple[str, list[str]]]:
     """The trade-off's raw attacks (budgets are applied afterwards, here): LFW and Glint24."""
     jobs = [("tradeoff_lfw_ours_box", ["experiment=tradeoff", "attack=ours_box"])]
@@ -137,15 +144,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / ".gpu")
     parser.add_argument("--check", action="store_true", help="only compare the stored models with fp32")
+    parser.add_argument("--set", choices=("study", "wide"), default="study",
+                        help="study: phase 3 + leave-one-out folds + trade-off attacks; wide: 12 identities")
     args = parser.parse_args()
     register_configs()
     os.environ.setdefault("FR_SHIELD_DATA", str((ROOT.parent / "shared" / "data").resolve()))
     if args.check:
         check(args.out)
         return
-    jobs = [pack_job(name, overrides, args.out) for name, overrides in study_jobs() + tradeoff_jobs()]
-    (args.out / "jobs.json").write_text(json.dumps(jobs, indent=1))
-    save_models(args.out)
+    chosen = study_jobs() + tradeoff_jobs() if args.set == "study" else wide_jobs()
+    jobs = [pack_job(name, overrides, args.out) for name, overrides in chosen]
+    (args.out / ("jobs.json" if args.set == "study" else f"jobs_{args.set}.json")).write_text(json.dumps(jobs, indent=1))
+    if not all((args.out / PACKS[name] / f"{name}.pt").exists() for name in PACKS):
+        save_models(args.out)
     for job in jobs:
         print(f"{job['name']:28s} {len(job['photos']):3d} photos  {job['settings']['surrogates']}"
               f"{'  (cached here)' if job['cached_here'] else ''}")
