@@ -7,7 +7,11 @@
 ``white``: protected-only top-1 (%) of every evaluator, one row per attack x transform x level.
 ``heldout``: the same, but each column is a model measured on attacks made *without* it (one
 leave-one-out ensemble per model): the black-box table. ``quality``: mean per-photo quality and
-attack seconds per attack and ensemble.
+attack seconds per attack and ensemble. ``ablation LABEL=JOB_FOLDER ...``: trade-off jobs
+(``experiment=tradeoff``) side by side, protected-only top-1 per transform cell at two budgets:
+
+    .venv/bin/python experiments/summarise.py ablation "all on=multirun/tradeoff_glint24/3" \
+        "no momentum=multirun/tradeoff_glint24_no_momentum/0" ...
 """
 
 from __future__ import annotations
@@ -91,6 +95,22 @@ def compact(pivot: pd.DataFrame) -> pd.DataFrame:
     return _ordered(table).fillna("")
 
 
+def ablation(labelled: list[str], budgets=("unbounded", "ssim0.95_lpips0.05")) -> pd.DataFrame:
+    rows = []
+    for item in labelled:
+        label, folder = item.split("=", 1)
+        table = pd.read_csv(Path(folder) / "tradeoff.csv")
+        table = table[(table["subset"] == "protected") & (table["role"] != "clean")]
+        for budget in budgets:
+            for role in ("black-box", "white-box"):
+                part = table[(table["budget"] == budget) & (table["role"] == role)]
+                cells = part.groupby("cell", sort=False)["top1"].mean() * 100
+                rows.append({"variant": label, "budget": budget, "evaluators": role,
+                             "SSIM face": round(float(part["mean_ssim_face"].iloc[0]), 3),
+                             **{cell: round(value) for cell, value in cells.items()}, "mean": round(cells.mean(), 1)})
+    return pd.DataFrame(rows).set_index("variant")
+
+
 def markdown(frame: pd.DataFrame) -> str:
     frame = frame.reset_index()
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
@@ -101,15 +121,19 @@ def markdown(frame: pd.DataFrame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=("white", "heldout", "quality"))
-    parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("table", choices=("white", "heldout", "quality", "ablation"))
+    parser.add_argument("folders", nargs="+", help="multirun folders (ablation: LABEL=JOB_FOLDER)")
     parser.add_argument("--value", default="top1", choices=("top1", "top5"))
     parser.add_argument("--compact", action="store_true", help="levels as columns, models in each cell")
     args = parser.parse_args()
-    if args.table == "quality":
-        print(markdown(quality(args.folders)))
+    if args.table == "ablation":
+        print(markdown(ablation(args.folders)))
         return
-    table = load(args.folders)
+    folders = [Path(f) for f in args.folders]
+    if args.table == "quality":
+        print(markdown(quality(folders)))
+        return
+    table = load(folders)
     pivot = white(table, args.value) if args.table == "white" else heldout(table, args.value)
     print(markdown(compact(pivot) if args.compact else pivot))
 
