@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from fr_shield.align import align_faces, similarity_transform
 from fr_shield.attacks.attack import ProtectionAttack
-from fr_shield.attacks.eot import scale_families
+from fr_shield.attacks.eot import scale_families, scaled_kernel
 from fr_shield.attacks.factory import build_attack, compose_attack
 from fr_shield.attacks.objective import FACE_CROP
 from fr_shield.attacks.store import quantise
@@ -161,7 +161,7 @@ def scaled_attack_config(config: dict, scale: float) -> dict:
     branches = []
     for branch in config["branches"]:
         if branch["kind"] != "identity":
-            kernel = 2 * round((branch["kernel_size"] * scale - 1) / 2) + 1
+            kernel = scaled_kernel(branch["kernel_size"], scale)
             if kernel < 3:
                 continue
             sigma = None if branch.get("sigma") is None else branch["sigma"] * scale
@@ -194,7 +194,6 @@ class FaceProtector:
         self.models = list(self.attack.objective.surrogates)
         self.metric = metric
         self.work_side = work_side
-        self.margin_kernel = self.attack.objective.reach
 
     @property
     def model_names(self) -> list[str]:
@@ -205,7 +204,7 @@ class FaceProtector:
         rects = []
         for face in faces:
             scale = min(1.0, self.work_side / face_side(face.landmarks))
-            margin = (self.margin_kernel // 2 + 6) / scale
+            margin = (self.attack.objective.reach // 2 + 6) / scale
             rects.append(snap_region(face_region(face.landmarks, specs, margin), image_hw))
         return cluster_regions(rects)
 

@@ -73,8 +73,23 @@ class EOTFamily:
             raise ValueError(f"EOT transform '{self.name}' needs at least one level")
 
 
+# The study's operator transforms (issue 7): blurs at its kernel sizes, JPEG, down-and-up resizing.
+DEFAULT_FAMILIES: tuple[EOTFamily, ...] = (
+    EOTFamily("median_blur", (3, 5, 7, 9, 11)),
+    EOTFamily("box_blur", (3, 5, 7, 9, 11)),
+    EOTFamily("gaussian_blur2d", (3, 5, 7, 9, 11)),
+    EOTFamily("jpeg", (50, 60, 75, 90)),
+    EOTFamily("resize", (0.5, 0.75)),
+)
+
+
 # Families whose levels are kernel sizes in pixels: they scale with the working resolution.
 KERNEL_FAMILIES = ("median_blur", "box_blur", "gaussian_blur2d", "motion_blur")
+
+
+def scaled_kernel(kernel: int, scale: float) -> int:
+    """A blur kernel for a photo worked on at ``scale`` of its size: the nearest odd size."""
+    return 2 * round((kernel * scale - 1) / 2) + 1
 
 
 def scale_families(items: Sequence[dict] | None, scale: float) -> list[dict]:
@@ -86,21 +101,11 @@ def scale_families(items: Sequence[dict] | None, scale: float) -> list[dict]:
     for item in families:
         levels = item.get("levels")
         if item["name"] in KERNEL_FAMILIES and levels:
-            levels = sorted({k for k in (2 * round((level * scale - 1) / 2) + 1 for level in levels) if k >= 3})
+            levels = sorted({k for k in (scaled_kernel(level, scale) for level in levels) if k >= 3})
             if not levels:
                 continue
         scaled.append({**item, "levels": levels})
     return scaled
-
-
-# The study's operator transforms (issue 7): blurs at its kernel sizes, JPEG, down-and-up resizing.
-DEFAULT_FAMILIES: tuple[EOTFamily, ...] = (
-    EOTFamily("median_blur", (3, 5, 7, 9, 11)),
-    EOTFamily("box_blur", (3, 5, 7, 9, 11)),
-    EOTFamily("gaussian_blur2d", (3, 5, 7, 9, 11)),
-    EOTFamily("jpeg", (50, 60, 75, 90)),
-    EOTFamily("resize", (0.5, 0.75)),
-)
 
 
 @dataclass(frozen=True)
