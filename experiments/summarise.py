@@ -26,17 +26,21 @@ MODELS = ("sface", "dlib_resnet", "facenet_casia")
 TRANSFORM_ORDER = ("none", "median_blur", "box_blur")
 
 
-def load(folders: list[Path], name: str = "results.csv") -> pd.DataFrame:
+def _job_tables(folders: list[Path], name: str) -> list[pd.DataFrame]:
+    """Every job's ``name`` table, with the job's attack and its surrogates ("" for no attack)."""
     frames = []
     for folder in folders:
         for job in sorted(p.parent for p in folder.glob(f"*/{name}")):
-            config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+            attack = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["attack"]
             table = pd.read_csv(job / name)
-            table["surrogates"] = "+".join(config["attack"]["surrogates"]) if config["attack"]["name"] != "none" else ""
-            table["attack_name"] = config["attack"]["name"]
-            table["n_protected"] = config["data"]["n_protected"]
+            table["attack"] = attack["name"]
+            table["surrogates"] = "+".join(attack["surrogates"]) if attack["name"] != "none" else ""
             frames.append(table)
-    return pd.concat(frames, ignore_index=True)
+    return frames
+
+
+def load(folders: list[Path]) -> pd.DataFrame:
+    return pd.concat(_job_tables(folders, "results.csv"), ignore_index=True)
 
 
 def _rows(table: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -69,14 +73,7 @@ def heldout(table: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
 
 
 def quality(folders: list[Path]) -> pd.DataFrame:
-    frames = []
-    for folder in folders:
-        for job in sorted(p.parent for p in folder.glob("*/quality.csv")):
-            config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
-            frame = pd.read_csv(job / "quality.csv")
-            frame["attack"] = config["attack"]["name"]
-            frame["surrogates"] = "+".join(config["attack"]["surrogates"])
-            frames.append(frame.drop_duplicates("photo"))
+    frames = _job_tables(folders, "quality.csv")
     table = pd.concat(frames).drop_duplicates(["attack", "surrogates", "photo"])
     columns = ["lpips_face", "ssim_face", "psnr_face", "lpips_photo", "ssim_photo", "psnr_photo", "linf", "seconds"]
     summary = table.groupby(["attack", "surrogates"])[columns].mean()

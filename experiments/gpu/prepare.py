@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from fr_shield.attacks.factory import as_dict, attack_key
+from fr_shield.attacks.factory import BUDGET_KEYS, as_dict, attack_key
 from fr_shield.attacks.store import photo_key
 from fr_shield.benchmark import locate_faces
 from fr_shield.config import register_configs
@@ -41,7 +41,6 @@ MODELS = ("sface", "dlib_resnet", "facenet_casia")
 PACKS = {"facenet_casia": "pack_a", "sface": "pack_b", "dlib_resnet": "pack_b", "stlpips_alex": "pack_b"}
 FOLDS = {"full": list(MODELS), "no_sface": ["dlib_resnet", "facenet_casia"],
          "no_dlib": ["sface", "facenet_casia"], "no_facenet": ["sface", "dlib_resnet"]}
-BUDGET_KEYS = ("ssim_min", "lpips_max")
 
 
 def study_jobs() -> list[tuple[str, list[str]]]:
