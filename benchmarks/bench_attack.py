@@ -38,21 +38,21 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from fr_shield.align import align_faces
 from fr_shield.attacks.attack import ProtectionAttack
-from fr_shield.attacks.factory import build_attack, compose_attack
 from fr_shield.attacks.reference import reference_protect
 from fr_shield.attacks.regions import RegionAttack
-from fr_shield.attacks.store import measure_quality
-from fr_shield.data import scan_identities
-from fr_shield.detect import FaceDetector, central_face
-from fr_shield.embed import Embedder, photo_tensor
-from fr_shield.imageio import load_rgb
+from fr_shield.attacks.registry import build_attack, compose_attack
+from fr_shield.core.align import align_faces
+from fr_shield.core.detect import FaceDetector, central_face
+from fr_shield.core.imageio import load_rgb
+from fr_shield.core.paths import data_root
+from fr_shield.core.perceptual import stlpips
+from fr_shield.core.runtime import configure_torch, resolve_device
 from fr_shield.models import available, create
 from fr_shield.models.spec import pair_similarity
-from fr_shield.paths import data_root
-from fr_shield.perceptual import stlpips
-from fr_shield.runtime import configure_torch, resolve_device
+from fr_shield.study.data import scan_identities
+from fr_shield.study.embed import Embedder, photo_tensor
+from fr_shield.study.protected_cache import measure_quality
 
 
 @dataclass

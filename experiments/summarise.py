@@ -1,4 +1,4 @@
-"""Markdown tables for RESULTS.md from ``fr_shield.run`` multirun folders (results.csv per job).
+"""Markdown tables for RESULTS.md from ``fr_shield.study.job`` multirun folders (results.csv per job).
 
     .venv/bin/python experiments/summarise.py white multirun/phase3_full
     .venv/bin/python experiments/summarise.py heldout multirun/heldout_* multirun/phase3_full

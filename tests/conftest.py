@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from fr_shield import weights
-from fr_shield.paths import data_root
-from fr_shield.runtime import configure_torch
+from fr_shield.core import weights
+from fr_shield.core.paths import data_root
+from fr_shield.core.runtime import configure_torch
 
 configure_torch()
 
@@ -45,7 +45,7 @@ def weight_cache() -> Path:
     folder = weights.default_cache_dir()
     missing = [w.filename for w in weights.WEIGHTS.values() if not (folder / w.filename).exists()]
     if missing:
-        message = f"weights missing from {folder}: {missing}; run `python -m fr_shield.weights fetch`"
+        message = f"weights missing from {folder}: {missing}; run `python -m fr_shield weights fetch`"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

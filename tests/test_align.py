@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fr_shield.align import align_faces, realign_crops, similarity_transform, warp_face
-from fr_shield.detect import DetectorConfig, FaceDetector, central_face
-from fr_shield.imageio import load_rgb
-from fr_shield.models.spec import ARCFACE_112, ModelSpec, scaled_template
+from fr_shield.core.align import ARCFACE_112, align_faces, scaled_template, similarity_transform, warp_face
+from fr_shield.core.detect import DetectorConfig, FaceDetector, central_face
+from fr_shield.core.imageio import load_rgb
+from fr_shield.models.spec import ModelSpec
 
 SPEC_112 = ModelSpec("test112", (112, 112), ARCFACE_112, 8, "cosine", 0.5)
 SPEC_160 = ModelSpec("test160", (160, 160), scaled_template(160, 0.9), 8, "cosine", 0.5)
@@ -100,12 +100,6 @@ def test_large_photo_aligns_like_small(detector, photo, weight_cache):
     crop_large = align_faces(large, [face_small.landmarks * 4 + 1.5], SPEC_112)
     assert (crop_small - crop_large).abs().mean() < 0.02
     assert np.abs(face_large.landmarks / 4 - face_small.landmarks).max() < 3.0
-
-
-def test_realign_identity_and_shape():
-    crops = torch.rand(2, 3, 112, 112)
-    assert realign_crops(crops, SPEC_112) is crops
-    assert realign_crops(crops, SPEC_160).shape == (2, 3, 160, 160)
 
 
 def test_face_outside_photo_is_zero():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import ChannelMean, TinyFR, TinyPerceptual
 
 from fr_shield.attacks import Branch, ProtectionAttack, ProtectionObjective
 from fr_shield.attacks.attack import OptimiserSettings
-from fr_shield.models.spec import ARCFACE_112
-from tiny_models import ChannelMean, TinyFR, TinyPerceptual
+from fr_shield.core.align import ARCFACE_112
 
 FACE = (ARCFACE_112 * 0.8 + 30).astype(np.float32)  # a face well inside a 160 x 160 photo
 
@@ -177,7 +177,7 @@ def test_only_pixels_move_to_the_accelerator():
     with NumPy); a CUDA run failed here before the module said so."""
     from torch.utils.data import DataLoader
 
-    from fr_shield.attacks.lightning_module import PhotoBatchDataset, ProtectionModule
+    from fr_shield.study.lightning import PhotoBatchDataset, ProtectionModule
 
     batch = (["a"], photo(), [[FACE]])
     loaded = next(iter(DataLoader(PhotoBatchDataset([batch]), batch_size=None)))  # converts NumPy to tensors

@@ -12,15 +12,16 @@ import torch
 from PIL import Image
 from tiny_models import TinyFR
 
-from fr_shield import check, transforms
-from fr_shield.check import (
+from fr_shield.app import check
+from fr_shield.app.check import (
     CHECK_TRANSFORMS,
     Checker,
     _median_in_strips,
     get_transforms,
     run_check,
 )
-from fr_shield.detect import FaceDetector
+from fr_shield.core import transforms
+from fr_shield.core.detect import FaceDetector
 
 FACE_PHOTO = "George_W_Bush/George_W_Bush_0001.jpg"
 
@@ -102,8 +103,8 @@ def test_check_two_files_and_cli_errors(folders, detector, tmp_path):
 @pytest.mark.real
 def test_verdict_flips_from_matched_to_protected_on_a_real_photo(lfw_root, weight_cache, tmp_path):
     """An unprotected copy is matched by every real model; the protected photo by none (short attack)."""
+    from fr_shield.app.protect import FaceProtector, ProtectOptions, run_protect
     from fr_shield.models import create
-    from fr_shield.protect import FaceProtector, ProtectOptions, run_protect
 
     source = tmp_path / "original"
     source.mkdir()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fr_shield.data import DataConfig, load_split, make_split, natural_key, scan_identities
-from fr_shield.errors import DataError
+from fr_shield.core.errors import DataError
+from fr_shield.study.data import DataConfig, load_split, make_split, natural_key, scan_identities
 
 SHARED_GLINT = Path(__file__).resolve().parents[2] / "shared" / "data" / "glint24-aligned"
 

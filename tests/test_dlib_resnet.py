@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fr_shield import weights
+from fr_shield.core import weights
+from fr_shield.core.align import ARCFACE_112, scaled_template
 from fr_shield.models import create, dlib_format, dlib_resnet
-from fr_shield.models.spec import ARCFACE_112, scaled_template
 
 cv2 = pytest.importorskip("cv2")
 

@@ -17,9 +17,8 @@ import torch
 from PIL import Image
 from tiny_models import TinyFR, TinyPerceptual
 
-from fr_shield import transforms
+from fr_shield.app.protect import MaskedAttack
 from fr_shield.attacks import Branch, ProtectionAttack, ProtectionObjective
-from fr_shield.attacks import store
 from fr_shield.attacks.attack import OptimiserSettings
 from fr_shield.attacks.eot import (
     JPEG_TOLERANCE_MEAN,
@@ -29,12 +28,13 @@ from fr_shield.attacks.eot import (
     EOTSettings,
     differentiable_jpeg,
 )
-from fr_shield.attacks.factory import as_dict, attack_key, build_attack
 from fr_shield.attacks.masking import FaceMaskAttack, face_mask
-from fr_shield.attacks.objective import FACE_CROP, crops_of
-from fr_shield.models.spec import ARCFACE_112
-from fr_shield.protect import MaskedAttack
-from fr_shield.quality import linf, psnr, ssim
+from fr_shield.attacks.objective import crops_of
+from fr_shield.attacks.registry import as_dict, attack_key, build_attack
+from fr_shield.core import transforms
+from fr_shield.core.align import ARCFACE_112, FACE_CROP
+from fr_shield.core.quality import linf, psnr, ssim
+from fr_shield.study import protected_cache as store
 
 FACE = (ARCFACE_112 * 0.8 + 30).astype(np.float32)  # a face well inside a 160 x 160 photo
 
@@ -137,7 +137,7 @@ def test_differentiable_jpeg_matches_real_jpeg_within_tolerance():
 
 @pytest.mark.real
 def test_differentiable_jpeg_on_a_real_photo(lfw_root):
-    from fr_shield.embed import photo_tensor
+    from fr_shield.study.embed import photo_tensor
 
     image = photo_tensor(lfw_root / "George_W_Bush" / "George_W_Bush_0001.jpg")
     for quality in (75, 90):
@@ -208,11 +208,11 @@ def test_momentum_and_ensemble_weights():
 def _compose(attack: str, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from fr_shield.config import register_configs
-    from fr_shield.paths import PROJECT_ROOT
+    from fr_shield.core.paths import conf_dir
+    from fr_shield.study.config import register_configs
 
     register_configs()
-    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose("config", overrides=[f"attack={attack}", *overrides])
 
 
@@ -247,7 +247,7 @@ def _budget_photos(tmp_path: Path, count: int = 2, size: int = 160) -> list[Path
 
 def _check_budgets(photos: dict, faces: dict, metric, ssim_min: float, lpips_max: float, linf_max: float) -> None:
     """Every saved photo, re-read from disk: face SSIM >= floor, ST-LPIPS <= ceiling, L-inf, mask."""
-    from fr_shield.embed import photo_tensor
+    from fr_shield.study.embed import photo_tensor
 
     for path, result in photos.items():
         clean, saved = photo_tensor(path), photo_tensor(result.protected)
@@ -298,9 +298,9 @@ def _compose_dict(attack: str) -> dict:
 @pytest.mark.real
 def test_budget_holds_on_real_faces(tmp_path, monkeypatch, lfw_root, weight_cache):
     """Real LFW faces (YuNet landmarks), the real ST-LPIPS; tiny surrogates with a strong attack."""
-    from fr_shield.detect import FaceDetector
-    from fr_shield.imageio import load_rgb
-    from fr_shield.perceptual import stlpips
+    from fr_shield.core.detect import FaceDetector
+    from fr_shield.core.imageio import load_rgb
+    from fr_shield.core.perceptual import stlpips
 
     monkeypatch.setattr(store, "build_attack", lambda config, weights_dir=None, device="cpu", **kw: build_attack(
         config, device=device, surrogates=[TinyFR(0, size=112), TinyFR(1, size=112, name="tiny112")]))
@@ -322,7 +322,7 @@ def test_budget_holds_on_real_faces(tmp_path, monkeypatch, lfw_root, weight_cach
 
 
 def test_tradeoff_points_tables_and_plot(tmp_path):
-    from fr_shield.tradeoff import budget_label, curve_points, markdown_tables, plot_curves
+    from fr_shield.study.tradeoff import budget_label, curve_points, markdown_tables, plot_curves
 
     assert budget_label(None, None) == "unbounded" and budget_label(0.95, 0.05) == "ssim0.95_lpips0.05"
     rows = []
@@ -348,9 +348,9 @@ def test_tradeoff_job_end_to_end_on_tiny_data(tmp_path, weight_cache):
     """``experiment=tradeoff`` on a tiny dataset and a tiny ONNX surrogate/evaluator: the job writes
     and logs one row per budget x transform level x model x subset, and the report draws them."""
     import mlflow
-
-    from fr_shield.tradeoff import report
     from test_run import _job
+
+    from fr_shield.study.tradeoff import report
 
     model = tmp_path / "tiny.onnx"
     done = _job(tmp_path, "experiment=tradeoff", "attack=ours_eot", "attack.steps=2", "attack.batch_size=4",
@@ -375,7 +375,7 @@ def test_tradeoff_job_end_to_end_on_tiny_data(tmp_path, weight_cache):
 def test_downscaled_faces_keep_eot_with_kernels_scaled():
     """protect attacks a large face on a downscaled copy: the blur kernels shrink with it, and the
     EOT views, momentum and input diversity stay (they were once dropped there)."""
-    from fr_shield.protect import scaled_attack_config
+    from fr_shield.app.protect import scaled_attack_config
 
     config = as_dict(_compose("ours_eot").attack)
     half = scaled_attack_config(config, 0.5)

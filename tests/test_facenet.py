@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fr_shield import weights
-from fr_shield.errors import WeightError
+from fr_shield.core import weights
+from fr_shield.core.errors import WeightError
 from fr_shield.models import facenet, tf_graph
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-deepfunneled"

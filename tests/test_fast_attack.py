@@ -11,7 +11,7 @@ from fr_shield.attacks import Branch, ProtectionAttack, ProtectionObjective
 from fr_shield.attacks.attack import OptimiserSettings
 from fr_shield.attacks.reference import reference_protect
 from fr_shield.attacks.regions import RegionAttack, attack_regions
-from fr_shield.models.spec import ARCFACE_112
+from fr_shield.core.align import ARCFACE_112
 
 
 def photo(seed: int, height: int, width: int) -> torch.Tensor:

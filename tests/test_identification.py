@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fr_shield.identification import evaluate, rank_k_accuracy, ranks, similarity_matrix
+from fr_shield.study.identification import evaluate, rank_k_accuracy, ranks, similarity_matrix
 
 GALLERY = ["a", "a", "b", "c"]
 

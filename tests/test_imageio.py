@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fr_shield.errors import ImageError
-from fr_shield.imageio import load_rgb, to_uint8
+from fr_shield.core.errors import ImageError
+from fr_shield.core.imageio import load_rgb, to_uint8
 
 
 def _save(path, array, mode=None, **kwargs):

@@ -10,12 +10,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from fr_shield import weights
-from fr_shield.errors import FrShieldError, WeightError
+from fr_shield.core import weights
+from fr_shield.core.align import ARCFACE_112
+from fr_shield.core.errors import FrShieldError, WeightError
 from fr_shield.models import create
 from fr_shield.models.onnx_graph import OnnxConversionError, OnnxModule
 from fr_shield.models.onnx_user import OnnxSpecError, load_spec
-from fr_shield.models.spec import ARCFACE_112
 
 ort = pytest.importorskip("onnxruntime")
 cv2 = pytest.importorskip("cv2")

@@ -1,4 +1,4 @@
-"""ST-LPIPS (fr_shield.perceptual) and the image-quality metrics (fr_shield.quality).
+"""ST-LPIPS (fr_shield.core.perceptual) and the image-quality metrics (fr_shield.core.quality).
 
 Agreement with the reference ``stlpips-pytorch`` package was checked outside the test suite
 (the package needs torchvision, which the project does not install); these tests pin the
@@ -12,10 +12,10 @@ import math
 import pytest
 import torch
 
-from fr_shield.errors import WeightError
-from fr_shield.imageio import load_rgb
-from fr_shield.perceptual import STLPIPS, stlpips
-from fr_shield.quality import linf, psnr, ssim
+from fr_shield.core.errors import WeightError
+from fr_shield.core.imageio import load_rgb
+from fr_shield.core.perceptual import STLPIPS, stlpips
+from fr_shield.core.quality import linf, psnr, ssim
 
 BACKBONES = ["alex", "vgg"]
 NOISE_LEVELS = [0.0, 2 / 255, 8 / 255, 16 / 255]
@@ -102,7 +102,7 @@ def test_missing_weight_file_names_file_and_fix(backbone, filename, tmp_path):
         STLPIPS(backbone, cache_dir=tmp_path)
     message = str(caught.value)
     assert filename in message
-    assert "python -m fr_shield.weights fetch" in message
+    assert "python -m fr_shield weights fetch" in message
 
 
 def test_unknown_backbone():

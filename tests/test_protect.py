@@ -23,14 +23,8 @@ import pytest
 from PIL import Image
 from tiny_models import TinyFR
 
-from fr_shield import protect
-from fr_shield.budget import (
-    Budget,
-    enforce_budget,
-    load_preset,
-    preset_names,
-)
-from fr_shield.photo_files import (
+from fr_shield.app import protect
+from fr_shield.app.photo_files import (
     GPS_IFD,
     ORIENTATION,
     PART_MARK,
@@ -38,13 +32,19 @@ from fr_shield.photo_files import (
     read_photo,
     without_gps,
 )
-from fr_shield.protect import (
+from fr_shield.app.protect import (
     FaceProtector,
     ProtectOptions,
     UsageError,
     cluster_regions,
     run_protect,
     soft_mask,
+)
+from fr_shield.attacks.budget import (
+    Budget,
+    enforce_budget,
+    load_preset,
+    preset_names,
 )
 
 TESTS = Path(__file__).parent
@@ -271,8 +271,8 @@ DRIVER = textwrap.dedent("""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     from test_protect import opts, tiny_factory
-    from fr_shield.protect import ProtectOptions, run_protect
-    import fr_shield.protect as protect
+    from fr_shield.app.protect import ProtectOptions, run_protect
+    import fr_shield.app.protect as protect
 
     slow = protect.protect_file
     def protect_file(job, *args, **kwargs):
@@ -335,7 +335,7 @@ def test_presets_are_typed_and_ordered():
 def test_budget_bisection_shrinks_until_it_holds():
     import torch
 
-    from fr_shield.models.spec import ARCFACE_112
+    from fr_shield.core.align import ARCFACE_112
 
     class Mean(torch.nn.Module):  # a "metric" that is the mean absolute difference
         def forward(self, x, y):
@@ -351,7 +351,7 @@ def test_budget_bisection_shrinks_until_it_holds():
 
 
 def test_mask_and_clusters():
-    from fr_shield.models.spec import ARCFACE_112
+    from fr_shield.core.align import ARCFACE_112
 
     points = (ARCFACE_112 + 40).astype(np.float32)
     mask = soft_mask((200, 200), [points], np.array([[1.0, 0, 0], [0, 1.0, 0]])).numpy()

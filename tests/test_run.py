@@ -16,11 +16,13 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from PIL import Image
 
-from fr_shield.config import register_configs
-from fr_shield.paths import PROJECT_ROOT
+from fr_shield.core.paths import conf_dir
+from fr_shield.study.config import register_configs
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 from test_onnx_models import _tiny_fr_model
 
-CONF = PROJECT_ROOT / "conf"
+CONF = conf_dir()
 register_configs()
 
 
@@ -66,7 +68,7 @@ def _job(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     onnx.save(_tiny_fr_model(size=32), str(model))
     model.with_suffix(".yaml").write_text("input_size: 32\nthreshold: 0.5\n")
     command = [
-        sys.executable, "-m", "fr_shield.run", "-m",
+        sys.executable, "-m", "fr_shield.study.job", "-m",
         "data=folder", f"data.root={_tiny_dataset(tmp_path / 'data')}", "data.pre_aligned=true",
         "data.n_protected=2", "data.min_images=3", "data.probe_every=3",
         f"eval.models=['onnx:{model}']", f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
@@ -141,7 +143,7 @@ def test_attack_job_protects_and_reports_quality(tmp_path, weight_cache):
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "fr_shield.run", "data=folder", f"data.root={tmp_path / 'nothing'}",
+        [sys.executable, "-m", "fr_shield.study.job", "data=folder", f"data.root={tmp_path / 'nothing'}",
          "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300,
     )

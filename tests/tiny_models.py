@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fr_shield.models.spec import ModelSpec, scaled_template
+from fr_shield.core.align import scaled_template
+from fr_shield.models.spec import ModelSpec
 
 
 def tiny_spec(name: str = "tiny", size: int = 32) -> ModelSpec:

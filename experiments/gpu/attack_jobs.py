@@ -2,7 +2,7 @@
 
     python3 experiments/gpu/attack_jobs.py --packs .gpu /root/stash --out $OUT
 
-Each job is ``protect_photos`` with the settings ``fr_shield.run`` composed here, so the cache it
+Each job is ``protect_photos`` with the settings ``fr_shield.study.job`` composed here, so the cache it
 writes (``protected/<attack key>/<photo key>.png`` + quality JSON) is the one a local run reads.
 The surrogates and ST-LPIPS come from the fp16-stored modules (turned back to float32); a job
 whose surrogates are not all present is skipped and listed. The cache comes back as tar files of
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import fr_shield.attacks.store as store
-from fr_shield.attacks.factory import as_dict, attack_key, build_attack
+import fr_shield.study.protected_cache as store
+from fr_shield.attacks.registry import as_dict, attack_key, build_attack
 
 
 def load_networks(folders: list[Path], device: torch.device) -> dict[str, torch.nn.Module]:

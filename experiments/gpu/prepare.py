@@ -3,11 +3,11 @@
     .venv/bin/python experiments/gpu/prepare.py --out .gpu
 
 Writes ``<out>/jobs.json`` (per job: the resolved attack settings and its photos with landmarks,
-exactly what ``fr_shield.run`` would pass to ``protect_photos``), copies those photos, and saves
+exactly what ``fr_shield.study.job`` would pass to ``protect_photos``), copies those photos, and saves
 each surrogate and the ST-LPIPS network as a pickled module with float16 parameters (the fp32
 files are 224 MB together; fp16 halves them), split into two packs that travel in two calls.
 ``attack_jobs.py`` then runs the jobs there and returns the protected-photo cache, which is keyed
-by attack settings and photo bytes only, so ``fr_shield.run`` here reads it back as its own.
+by attack settings and photo bytes only, so ``fr_shield.study.job`` here reads it back as its own.
 
 The fp16 round trip changes each model slightly; ``--check`` prints the cosine between the
 fp32 and the fp16-stored model's embeddings on real faces, so the size of that change is known.
@@ -24,16 +24,16 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from fr_shield.attacks.factory import BUDGET_KEYS, as_dict, attack_key
-from fr_shield.attacks.store import photo_key
-from fr_shield.benchmark import locate_faces
-from fr_shield.config import register_configs
-from fr_shield.data import load_split
-from fr_shield.face_index import FaceIndex
+from fr_shield.attacks.registry import BUDGET_KEYS, as_dict, attack_key
+from fr_shield.core.face_index import FaceIndex
+from fr_shield.core.paths import cache_root
+from fr_shield.core.perceptual import stlpips
 from fr_shield.models import create
-from fr_shield.paths import cache_root
-from fr_shield.perceptual import stlpips
-from fr_shield.run import _data_config
+from fr_shield.study.benchmark import locate_faces
+from fr_shield.study.config import register_configs
+from fr_shield.study.data import load_split
+from fr_shield.study.job import _data_config
+from fr_shield.study.protected_cache import photo_key
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("sface", "dlib_resnet", "facenet_casia")
@@ -121,10 +121,10 @@ def check(out: Path) -> None:
     """Cosine between fp32 and fp16-stored embeddings on a few real LFW faces."""
     jobs = json.loads((out / "jobs.json").read_text())
     job = jobs[0]
-    from fr_shield.align import align_faces
-    from fr_shield.embed import photo_tensor
-
     import numpy as np
+
+    from fr_shield.core.align import align_faces
+    from fr_shield.study.embed import photo_tensor
 
     images = [photo_tensor(out / p["file"]) for p in job["photos"]]
     for name in MODELS:

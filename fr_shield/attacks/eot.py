@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 from torch import nn
 
-from fr_shield import transforms
 from fr_shield.attacks.objective import Branch, Faces, ProtectionObjective, Targets
+from fr_shield.core import transforms
 
 JPEG_TOLERANCE_MEAN = 1.5 / 255  # mean |kornia - libjpeg| allowed by the tests, quality 75
 JPEG_TOLERANCE_PSNR = 33.0  # dB between kornia's codec and libjpeg's, quality 75
@@ -47,7 +47,7 @@ def differentiable_jpeg(images: torch.Tensor, quality: float) -> torch.Tensor:
     return jpeg_codec_differentiable(images.clamp(0, 1), quality_tensor).clamp(0, 1)
 
 
-# The differentiable stand-in of each operator transform family (``fr_shield.transforms`` names).
+# The differentiable stand-in of each operator transform family (``fr_shield.core.transforms`` names).
 EOT_FAMILIES: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {
     "none": lambda images, level=None: images,
     "median_blur": transforms.median_blur,

@@ -2,7 +2,7 @@
 
 ``FaceMaskAttack(attack)`` bounds |delta| per pixel by ``linf * mask`` (``mask`` in [0, 1]: 1 over
 an ellipse covering each face and hairline in its ArcFace crop, a cosine fall-off to 0 just
-beyond it; ``fr_shield.protect.soft_mask``, the mask ``fr-shield protect`` uses). Without an
+beyond it; ``fr_shield.core.regions.soft_mask``, the mask ``fr-shield protect`` uses). Without an
 L-infinity bound the mask alone bounds it (|delta| <= mask). Pixels where the mask is 0 - every
 pixel away from the faces - are returned exactly as they were.
 """
@@ -14,14 +14,13 @@ import torch
 
 from fr_shield.attacks.attack import ProtectionAttack
 from fr_shield.attacks.objective import Faces
+from fr_shield.core.regions import soft_mask
 
 IDENTITY_GRID = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def face_mask(shape_hw: tuple[int, int], faces: list[np.ndarray]) -> torch.Tensor:
     """[H, W] soft mask in [0, 1] over every face of one photo (0 where it has none)."""
-    from fr_shield.protect import soft_mask  # protect imports the attack stack: import late
-
     if not faces:
         return torch.zeros(shape_hw)
     return soft_mask(tuple(shape_hw), faces, IDENTITY_GRID)

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fr_shield import transforms
-from fr_shield.align import align_faces
-from fr_shield.models.spec import ARCFACE_112, ModelSpec, pair_similarity
+from fr_shield.core import transforms
+from fr_shield.core.align import FACE_CROP, align_faces
+from fr_shield.models.spec import ModelSpec, pair_similarity
 
 # The crop on which the perceptual penalty looks at each face: ArcFace's 112 x 112 template.
-FACE_CROP = ModelSpec("face_crop", (112, 112), ARCFACE_112, 0, "cosine", 0.0)
 NORMALISER_POWER = {"norm": 1, "norm_squared": 2}
 
 Faces = list[list[np.ndarray]]  # per image, the 5 x 2 landmarks of each protected face

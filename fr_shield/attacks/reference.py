@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fr_shield.align import align_faces
 from fr_shield.attacks.attack import OptimiserSettings
-from fr_shield.attacks.objective import FACE_CROP, ProtectionObjective
+from fr_shield.attacks.objective import ProtectionObjective
+from fr_shield.core.align import FACE_CROP, align_faces
 
 
 def reference_protect(objective: ProtectionObjective, settings: OptimiserSettings, photo: torch.Tensor,

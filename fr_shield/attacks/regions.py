@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fr_shield.align import ROI_MARGIN
 from fr_shield.attacks.attack import ProtectionAttack
-from fr_shield.attacks.objective import FACE_CROP
-from fr_shield.regions import cluster_regions, crop_footprint, snap_region
+from fr_shield.core.align import FACE_CROP, ROI_MARGIN
+from fr_shield.core.regions import cluster_regions, crop_footprint, snap_region
 
 Region = tuple[int, int, int, int]  # x0, y0, x1, y1 in photo pixels
 # Attack the whole photo when its face regions would cover at least this fraction of it.

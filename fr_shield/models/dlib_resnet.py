@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fr_shield import weights
+from fr_shield.core import weights
+from fr_shield.core.align import ARCFACE_112
 from fr_shield.models import dlib_format
-from fr_shield.models.spec import ARCFACE_112, ModelSpec
+from fr_shield.models.spec import ModelSpec
 
 MEAN_RGB = (122.782, 117.001, 104.298)
 
@@ -187,5 +188,5 @@ class DlibResNet(nn.Module):
 
 
 def build(cache_dir: str | Path | None = None) -> nn.Module:
-    """dlib's ResNet with its pretrained weights, from the cached ``.dat`` (see ``fr_shield.weights``)."""
+    """dlib's ResNet with its pretrained weights, from the cached ``.dat`` (see ``fr_shield.core.weights``)."""
     return DlibResNet.from_dlib(dlib_format.load(weights.path("dlib_resnet", cache_dir)))

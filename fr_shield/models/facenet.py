@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fr_shield import weights
-from fr_shield.errors import WeightError
+from fr_shield.core import weights
+from fr_shield.core.align import scaled_template
+from fr_shield.core.errors import WeightError
 from fr_shield.models import tf_graph
-from fr_shield.models.spec import ModelSpec, scaled_template
+from fr_shield.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="facenet_casia",

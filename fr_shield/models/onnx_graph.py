@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from fr_shield.errors import FrShieldError
+from fr_shield.core.errors import FrShieldError
 
 
 class OnnxConversionError(FrShieldError):

@@ -36,9 +36,10 @@ import onnx
 import torch
 import yaml
 
-from fr_shield.errors import FrShieldError, WeightError
+from fr_shield.core.align import ARCFACE_112, scaled_template
+from fr_shield.core.errors import FrShieldError, WeightError
 from fr_shield.models.onnx_graph import OnnxModule
-from fr_shield.models.spec import ARCFACE_112, ModelSpec, scaled_template
+from fr_shield.models.spec import ModelSpec
 
 KEYS = {"input_size", "template", "embedding_size", "similarity", "threshold", "channel_order",
         "value_range", "mean", "std", "licence", "source"}

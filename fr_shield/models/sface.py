@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from fr_shield import weights
+from fr_shield.core import weights
+from fr_shield.core.align import ARCFACE_112
 from fr_shield.models.onnx_graph import OnnxModule
-from fr_shield.models.spec import ARCFACE_112, ModelSpec
+from fr_shield.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="sface",

@@ -15,28 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# The five-point ArcFace template (eyes, nose tip, mouth corners) in a 112 x 112 crop.
-ARCFACE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ],
-    dtype=np.float32,
-)
-
-
-def scaled_template(size: int, scale: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """The ArcFace template moved to a ``size`` x ``size`` crop.
-
-    ``scale`` enlarges the face relative to the 112 template mapped proportionally onto ``size``;
-    ``shift`` then moves it (pixels of the ``size`` crop).
-    """
-    proportional = ARCFACE_112 * (size / 112.0)
-    centre = np.array([size / 2.0, size / 2.0], dtype=np.float32)
-    return ((proportional - centre) * scale + centre + np.asarray(shift, np.float32)).astype(np.float32)
+from fr_shield.core.align import ARCFACE_112, scaled_template  # noqa: F401 - the specs' templates
 
 
 @dataclass(frozen=True)
@@ -55,7 +34,7 @@ class ModelSpec:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     licence: str = ""
     source: str = ""
-    weights: tuple[str, ...] = ()  # names in ``fr_shield.weights.WEIGHTS``
+    weights: tuple[str, ...] = ()  # names in ``fr_shield.core.weights.WEIGHTS``
 
 
 def pair_similarity(a: torch.Tensor, b: torch.Tensor, spec: ModelSpec) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fr_shield.errors import WeightError
+from fr_shield.core.errors import WeightError
 
 # TensorFlow DataType enum values -> numpy dtypes (only the ones frozen graphs use for weights
 # and shapes; see tensorflow/core/framework/types.proto).

@@ -18,7 +18,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from fr_shield.paths import PROJECT_ROOT
+from fr_shield.core.paths import default_tracking_db
 
 PARENT_FILE = ".mlflow_parent_run"
 
@@ -26,7 +26,7 @@ PARENT_FILE = ".mlflow_parent_run"
 def tracking_uri(configured: str | None = None) -> str:
     if configured:
         return configured
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_tracking_db()}"
 
 
 # Metric names use the short family names of ``conf/blur/``.

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fr_shield import weights
+from fr_shield.core import weights
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fr_shield.align import align_faces
-from fr_shield.data import scan_identities
-from fr_shield.detect import central_face
-from fr_shield.errors import DataError, ImageError
-from fr_shield.face_index import FaceIndex
-from fr_shield.imageio import load_rgb
+from fr_shield.core.align import align_faces
+from fr_shield.core.detect import central_face
+from fr_shield.core.errors import DataError, ImageError
+from fr_shield.core.face_index import FaceIndex
+from fr_shield.core.imageio import load_rgb
 from fr_shield.models import create
+from fr_shield.study.data import scan_identities
 
 
 @dataclass(frozen=True)

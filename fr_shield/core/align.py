@@ -13,13 +13,53 @@ pixels (aliasing), and the cost of aligning a 12 MP photo stays that of its face
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
-from fr_shield.models.spec import ARCFACE_112, ModelSpec
+# The five-point ArcFace template (eyes, nose tip, mouth corners) in a 112 x 112 crop.
+ARCFACE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+
+
+def scaled_template(size: int, scale: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The ArcFace template moved to a ``size`` x ``size`` crop.
+
+    ``scale`` enlarges the face relative to the 112 template mapped proportionally onto ``size``;
+    ``shift`` then moves it (pixels of the ``size`` crop).
+    """
+    proportional = ARCFACE_112 * (size / 112.0)
+    centre = np.array([size / 2.0, size / 2.0], dtype=np.float32)
+    return ((proportional - centre) * scale + centre + np.asarray(shift, np.float32)).astype(np.float32)
+
+
+class Crop(Protocol):
+    """Anything that names an aligned crop: its (height, width) and 5 x 2 landmark template."""
+
+    input_size: tuple[int, int]
+    template: np.ndarray
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    input_size: tuple[int, int]
+    template: np.ndarray = field(repr=False)
+
+
+# The 112 x 112 ArcFace crop of a face: where quality (SSIM, ST-LPIPS) and the face mask are measured.
+FACE_CROP = CropSpec((112, 112), ARCFACE_112)
 
 # Extra source pixels kept around the region of interest so bilinear taps at its edge are real.
 ROI_MARGIN = 2
@@ -79,18 +119,10 @@ def warp_face(image: torch.Tensor, matrix: np.ndarray, size: tuple[int, int]) ->
     return warp_affine(region, theta, dsize=size, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
 
 
-def align_faces(image: torch.Tensor, landmarks: list[np.ndarray] | np.ndarray, spec: ModelSpec) -> torch.Tensor:
+def align_faces(image: torch.Tensor, landmarks: list[np.ndarray] | np.ndarray, spec: Crop) -> torch.Tensor:
     """Every face of one photo ``image`` [3, H, W] (RGB, [0, 1]) aligned for ``spec``: [N, 3, h, w]."""
     crops = [warp_face(image, similarity_transform(points, spec.template), spec.input_size) for points in landmarks]
     if not crops:
         return image.new_zeros(0, 3, *spec.input_size)
     return torch.stack(crops)
 
-
-def realign_crops(crops: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """Pre-aligned 112 x 112 ArcFace crops [B, 3, 112, 112] (e.g. Glint24) moved to ``spec``'s template."""
-    if tuple(crops.shape[-2:]) == tuple(spec.input_size) and np.allclose(spec.template, ARCFACE_112):
-        return crops
-    scale = crops.shape[-1] / 112.0
-    matrix = similarity_transform(ARCFACE_112 * scale, spec.template)
-    return torch.stack([warp_face(crop, matrix, spec.input_size) for crop in crops])

@@ -25,7 +25,7 @@ by fixed constants (stored in the weight file), feature vectors are divided by t
 L2 norm (+1e-10), and the per-depth linear heads are 1x1 convolutions without bias.
 
 Weights: the ``vST0.0`` files of the ``stlpips-pytorch`` wheel (BSD-2), fetched and checked by
-:mod:`fr_shield.weights`. Their keys follow the reference package's module layout
+:mod:`fr_shield.core.weights`. Their keys follow the reference package's module layout
 (``net.slice<k>.<index>.weight`` for the convs, ``lin<k>.model.1.weight`` for the heads,
 ``scaling_layer.{shift,scale}``, plus the fixed blur kernels ``...filt``). We map the convs onto
 this module's layers in order, check every shape, and refuse a file with missing or unused
@@ -36,7 +36,7 @@ two metrics differ in scale, so a perceptual weight tuned for one does not carry
 
 Example::
 
-    >>> from fr_shield.perceptual import stlpips
+    >>> from fr_shield.core.perceptual import stlpips
     >>> metric = stlpips("alex")                      # doctest: +SKIP
     >>> metric(x, x_protected)                        # doctest: +SKIP
     tensor([0.0123, 0.0311])
@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fr_shield import weights
+from fr_shield.core import weights
 
 __all__ = ["STLPIPS", "stlpips", "BACKBONES", "MIN_SIZE"]
 
@@ -154,7 +154,7 @@ class STLPIPS(nn.Module):
 
     Args:
         backbone: ``"alex"`` (AlexNet, the cheaper one, LowKey's choice) or ``"vgg"`` (VGG16).
-        cache_dir: folder holding the weight files; default :func:`fr_shield.weights.default_cache_dir`.
+        cache_dir: folder holding the weight files; default :func:`fr_shield.core.weights.default_cache_dir`.
 
     ``forward(x, y)`` takes two float tensors of the same shape ``[B, 3, H, W]`` with
     ``H, W >= 32`` and returns the ``[B]`` distances (0 for identical images, typically below 1).
@@ -163,7 +163,7 @@ class STLPIPS(nn.Module):
     ``.train()`` changes nothing. Move it with ``.to(device)`` like any module.
 
     Raises:
-        fr_shield.errors.WeightError: the weight file is missing or corrupt (the message names
+        fr_shield.core.errors.WeightError: the weight file is missing or corrupt (the message names
             the file and the fetch command).
     """
 

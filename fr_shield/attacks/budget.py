@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from fr_shield.align import align_faces
-from fr_shield.attacks.objective import FACE_CROP
-from fr_shield.paths import PROJECT_ROOT
-from fr_shield.quality import ssim
+from fr_shield.core.align import FACE_CROP, align_faces
+from fr_shield.core.paths import conf_dir
+from fr_shield.core.quality import ssim
 
-PRESET_DIR = PROJECT_ROOT / "conf" / "preset"
+PRESET_DIR = conf_dir() / "preset"
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class PresetConfig:
     lpips_max: float = 0.05  # tau
     ssim_min: float = 0.95  # s
     target: str = ""  # the protection this preset aims at, in words (printed by --help and the report)
-    # the check transforms (fr_shield.check names) the target is meant to survive
+    # the check transforms (fr_shield.app.check names) the target is meant to survive
     transforms: list[str] = field(default_factory=lambda: ["none"])
 
     @property

@@ -9,12 +9,20 @@ gives the same pixels as re-encoding the whole photo there; regions that overlap
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+import torch
 
-from fr_shield.align import similarity_transform
+from fr_shield.core.align import ARCFACE_112, FACE_CROP, Crop, similarity_transform
 
 BLOCK = 8  # JPEG's block size
+
+# The soft face mask, in the 112 x 112 ArcFace crop of each face: an ellipse over face and hairline,
+# full strength inside radius INNER, a cosine fall-off to zero at radius OUTER.
+MASK_CENTRE = (56.0, 54.0)
+MASK_AXES = (50.0, 62.0)
+MASK_INNER, MASK_OUTER = 0.8, 1.1
 
 
 def crop_footprint(landmarks: np.ndarray, template: np.ndarray, size: tuple[int, int],
@@ -63,3 +71,42 @@ def cluster_regions(regions: list[tuple[int, int, int, int]]) -> list[tuple[tupl
             if merged:
                 break
     return groups
+
+def to_crop_matrix(landmarks: np.ndarray) -> np.ndarray:
+    """2 x 3 similarity: photo pixels -> the face's 112 x 112 ArcFace crop."""
+    return similarity_transform(landmarks, ARCFACE_112)
+
+
+def face_side(landmarks: np.ndarray) -> float:
+    """Photo pixels spanned by the face's 112-pixel ArcFace crop."""
+    matrix = to_crop_matrix(landmarks)
+    return 112.0 / math.sqrt(abs(float(np.linalg.det(matrix[:, :2].astype(np.float64)))))
+
+
+def face_region(landmarks: np.ndarray, specs: Sequence[Crop], margin: float) -> np.ndarray:
+    """What attacking or checking this face touches: every model's crop and the mask, plus a margin."""
+    mask_box = (MASK_CENTRE[0] - MASK_AXES[0] * MASK_OUTER, MASK_CENTRE[1] - MASK_AXES[1] * MASK_OUTER,
+                MASK_CENTRE[0] + MASK_AXES[0] * MASK_OUTER, MASK_CENTRE[1] + MASK_AXES[1] * MASK_OUTER)
+    rects = [crop_footprint(landmarks, ARCFACE_112, (112, 112), mask_box)]
+    rects += [crop_footprint(landmarks, spec.template, spec.input_size) for spec in [FACE_CROP, *specs]]
+    rects = np.array(rects)
+    return np.array([rects[:, 0].min() - margin, rects[:, 1].min() - margin,
+                     rects[:, 2].max() + margin, rects[:, 3].max() + margin])
+
+
+def soft_mask(shape_hw: tuple[int, int], landmarks: Sequence[np.ndarray], to_photo: np.ndarray) -> torch.Tensor:
+    """[H, W] in [0, 1]: the union of the faces' feathered ellipses on a grid of pixels.
+
+    ``to_photo`` (2 x 3) maps this grid's pixel coordinates to photo pixels.
+    """
+    height, width = shape_hw
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    grid = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    photo = to_photo.astype(np.float64) @ grid
+    mask = np.zeros(xs.size)
+    for points in landmarks:
+        crop = to_crop_matrix(points).astype(np.float64) @ np.vstack([photo, np.ones(xs.size)])
+        radius = np.hypot((crop[0] - MASK_CENTRE[0]) / MASK_AXES[0], (crop[1] - MASK_CENTRE[1]) / MASK_AXES[1])
+        ramp = np.clip((radius - MASK_INNER) / (MASK_OUTER - MASK_INNER), 0.0, 1.0)
+        mask = np.maximum(mask, 0.5 * (1.0 + np.cos(np.pi * ramp)))
+    return torch.from_numpy(mask.reshape(height, width).astype(np.float32))

@@ -28,15 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fr_shield import transforms
-from fr_shield.align import align_faces
-from fr_shield.detect import Face, FaceDetector
-from fr_shield.errors import FrShieldError, ImageError
-from fr_shield.imageio import load_rgb
-from fr_shield.photo_files import is_photo_name, write_atomic
+from fr_shield.app.photo_files import is_photo_name, write_atomic
+from fr_shield.core import transforms
+from fr_shield.core.align import align_faces
+from fr_shield.core.detect import Face, FaceDetector
+from fr_shield.core.errors import FrShieldError, ImageError
+from fr_shield.core.imageio import load_rgb
+from fr_shield.core.regions import face_region, snap_region
 from fr_shield.models.spec import pair_similarity
-from fr_shield.protect import face_region
-from fr_shield.regions import snap_region
 
 DEFAULT_MODELS = ("sface", "dlib_resnet", "facenet_casia")
 KERNELS = (3, 5, 7, 9, 11)
@@ -45,7 +44,7 @@ KERNELS = (3, 5, 7, 9, 11)
 @dataclass(frozen=True)
 class CheckTransform:
     label: str
-    family: str  # a name in fr_shield.transforms
+    family: str  # a name in fr_shield.core.transforms
     level: object = None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -231,7 +230,7 @@ def run_check(original: Path, protected: Path, out: Path | None, checker: Checke
     """Check every pair; write report.json and report.html into ``out``; return (report, exit code)."""
     from tqdm import tqdm
 
-    from fr_shield.report_html import write_html
+    from fr_shield.app.report_html import write_html
 
     original, protected = Path(original).expanduser(), Path(protected).expanduser()
     pairs, unmatched = pair_files(original, protected)
@@ -296,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     args = parser.parse_args(argv)
 
+    from fr_shield.core.runtime import configure_torch, resolve_device
     from fr_shield.models import create
-    from fr_shield.runtime import configure_torch, resolve_device
 
     configure_torch(args.threads)
     device = resolve_device(args.device)

@@ -16,16 +16,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fr_shield import transforms
-from fr_shield.data import Split
-from fr_shield.detect import central_face
-from fr_shield.embed import EmbeddingCache, Embedder
-from fr_shield.errors import DataError, ImageError
-from fr_shield.face_index import FaceIndex
-from fr_shield.identification import evaluate, similarity_matrix
-from fr_shield.imageio import load_rgb
+from fr_shield.core import transforms
+from fr_shield.core.align import ARCFACE_112
+from fr_shield.core.detect import central_face
+from fr_shield.core.errors import DataError, ImageError
+from fr_shield.core.face_index import FaceIndex
+from fr_shield.core.imageio import load_rgb
 from fr_shield.models import create
-from fr_shield.models.spec import ARCFACE_112
+from fr_shield.study.data import Split
+from fr_shield.study.embed import Embedder, EmbeddingCache
+from fr_shield.study.identification import evaluate, similarity_matrix
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fr_shield.errors import ImageError
+from fr_shield.core.errors import ImageError
 
 SUPPORTED_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # PIL's own bomb guard stops at ~179 MP with an opaque message; we name the limit instead.

@@ -7,12 +7,12 @@
 
 (White House photos by Pete Souza, public domain as US government works; the insightface group
 photo ships with insightface under its MIT licence.) The download, extraction and checksum are
-``fr_shield.weights``' own helpers.
+``fr_shield.core.weights``' own helpers.
 
 Usage::
 
-    python -m fr_shield.samples fetch [--dir DIR]       # the photos, verified
-    python -m fr_shield.samples demo [--preset mid] [--out outputs/samples]
+    python -m fr_shield samples fetch [--dir DIR]       # the photos, verified
+    python -m fr_shield samples demo [--preset mid] [--out outputs/samples]
         # fetch, protect them (fr-shield protect) and write the check report (fr-shield check)
 """
 
@@ -25,10 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fr_shield import weights
-from fr_shield.errors import WeightError
-from fr_shield.paths import cache_root
-from fr_shield.weights import WeightFile
+from fr_shield.core import weights
+from fr_shield.core.errors import WeightError
+from fr_shield.core.paths import cache_root
+from fr_shield.core.weights import WeightFile
 
 SAMPLES_ENV = "FR_SHIELD_SAMPLES"
 _FACE_RECOGNITION = ("face_recognition", "1.3.0")
@@ -101,7 +101,7 @@ def fetch(names: list[str] | None = None, folder: str | Path | None = None, log=
 def demo(out: Path, preset: str = "mid", device: str = "auto", threads: int | None = None,
          names: list[str] | None = None, folder: Path | None = None, log=print) -> int:
     """Fetch the samples, protect them into ``out/protected`` and check them into ``out/check``."""
-    from fr_shield import check, protect
+    from fr_shield.app import check, protect
 
     paths = fetch(names, folder, log)
     out = Path(out).expanduser().resolve()
@@ -121,7 +121,7 @@ def demo(out: Path, preset: str = "mid", device: str = "auto", threads: int | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fr_shield.samples", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fr_shield samples", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     fetch_parser = sub.add_parser("fetch", help="download, verify and keep the sample photos")

@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from fr_shield.attacks.attack import OptimiserSettings, ProtectionAttack
 from fr_shield.attacks.eot import EOTObjective, EOTSettings, families_from_config
 from fr_shield.attacks.objective import Branch, ProtectionObjective
+from fr_shield.core.perceptual import stlpips
 from fr_shield.models import create
-from fr_shield.perceptual import stlpips
 
 # Settings that change what an attack produces: they key the cache of protected photos.
 RESULT_KEYS = ("surrogates", "branches", "normaliser", "optimiser", "steps", "step_size",
@@ -22,7 +22,7 @@ RESULT_KEYS = ("surrogates", "branches", "normaliser", "optimiser", "steps", "st
 # Later settings: keyed only when set, so photos protected before they existed stay valid.
 OPTIONAL_RESULT_KEYS = ("stop_margin", "momentum", "input_diversity", "surrogate_weights", "eot", "mask",
                         "ssim_min", "lpips_max")
-# Applied after the attack (fr_shield.budget): photos that differ only in these share one attack.
+# Applied after the attack (fr_shield.attacks.budget): photos that differ only in these share one attack.
 BUDGET_KEYS = ("ssim_min", "lpips_max")
 MASKS = ("face",)
 
@@ -33,17 +33,17 @@ def as_dict(config) -> dict:
 
 def compose_attack(name: str, overrides: Sequence[str] = ()) -> dict:
     """``conf/attack/<name>.yaml`` composed by Hydra against its typed schema, with ``overrides``
-    (e.g. ``speed=fast``), as a plain dict: for tools that build an attack outside ``fr_shield.run``."""
+    (e.g. ``speed=fast``), as a plain dict: for tools that build an attack outside ``fr_shield.study.job``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from fr_shield.config import register_configs
-    from fr_shield.paths import PROJECT_ROOT
+    from fr_shield.core.paths import conf_dir
+    from fr_shield.study.config import register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():  # a caller's own Hydra app or an earlier compose
         GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         return as_dict(compose("config", overrides=[f"attack={name}", "logger=none", *overrides]).attack)
 
 

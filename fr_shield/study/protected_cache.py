@@ -8,7 +8,7 @@ the seconds it took. Writes are atomic, so an interrupted run leaves no half fil
 A per-face budget (``ssim_min`` / ``lpips_max`` in the attack config) is enforced after the
 attack: the attack's own output is cached under the key without the budget, and each budget's
 photos (the perturbation scaled by the largest lambda in [0, 1] that meets it, found by
-bisection, ``fr_shield.budget.enforce_budget``, measured on the 8-bit pixels) under the key with
+bisection, ``fr_shield.attacks.budget.enforce_budget``, measured on the 8-bit pixels) under the key with
 it, with lambda recorded as ``budget_scale``. Several budgets therefore share one attack.
 """
 
@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fr_shield.attacks.factory import BUDGET_KEYS, as_dict, attack_key, build_attack, has_budget
-from fr_shield.attacks.lightning_module import ProtectionModule, run_protection
-from fr_shield.attacks.objective import FACE_CROP, crops_of
-from fr_shield.embed import photo_tensor
-from fr_shield.imageio import to_uint8
-from fr_shield.perceptual import stlpips
-from fr_shield.quality import linf, psnr, ssim
+from fr_shield.attacks.objective import crops_of
+from fr_shield.attacks.registry import BUDGET_KEYS, as_dict, attack_key, build_attack, has_budget
+from fr_shield.core.align import FACE_CROP
+from fr_shield.core.imageio import to_uint8
+from fr_shield.core.perceptual import stlpips
+from fr_shield.core.quality import linf, psnr, ssim
+from fr_shield.study.embed import photo_tensor
+from fr_shield.study.lightning import ProtectionModule, run_protection
 
 
 @dataclass
@@ -95,7 +96,7 @@ def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attac
 
 def _apply_budget(raw: dict[Path, ProtectedPhoto], faces: dict[Path, list[np.ndarray]], settings: dict,
                   cache: Path, device: torch.device, weights_dir: str | None) -> dict[Path, ProtectedPhoto]:
-    from fr_shield.budget import Budget, enforce_budget
+    from fr_shield.attacks.budget import Budget, enforce_budget
 
     folder = Path(cache) / "protected" / attack_key(settings)
     folder.mkdir(parents=True, exist_ok=True)

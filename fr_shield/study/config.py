@@ -11,7 +11,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from fr_shield.data import DataConfig
+from fr_shield.study.data import DataConfig
 
 
 @dataclass
@@ -21,7 +21,7 @@ class DatasetConfig(DataConfig):
 
 @dataclass
 class BlurConfig:
-    """The operator's transform family (a name in ``fr_shield.transforms``) and its levels."""
+    """The operator's transform family (a name in ``fr_shield.core.transforms``) and its levels."""
 
     name: str = "none"
     levels: list[Any] = field(default_factory=lambda: [None])
@@ -89,7 +89,7 @@ class AttackConfig:
     eot: EOTConfig | None = None  # sampled transform views each step
     mask: str | None = None  # "face": perturbation confined to a soft ellipse over each face
     # Hard per-face budget, enforced after the attack by bisection on the perturbation's scale
-    # (fr_shield.budget): SSIM of each 112 x 112 face crop >= ssim_min, its ST-LPIPS <= lpips_max.
+    # (fr_shield.attacks.budget): SSIM of each 112 x 112 face crop >= ssim_min, its ST-LPIPS <= lpips_max.
     ssim_min: float | None = None
     lpips_max: float | None = None
 
@@ -130,7 +130,7 @@ class RunConfig:
     weights_dir: str | None = None  # None: the weight store's default cache
     cache_dir: str | None = None  # faces and clean embeddings; None: ~/.cache/fr_shield
     progress: bool = True
-    tradeoff: TradeoffConfig | None = None  # set: the job sweeps budgets x transforms (fr_shield.tradeoff)
+    tradeoff: TradeoffConfig | None = None  # set: the job sweeps budgets x transforms (fr_shield.study.tradeoff)
 
 
 def register_configs() -> None:

@@ -1,6 +1,6 @@
 """Before | after | amplified difference images of protected photos, to look at what we make.
 
-    python -m fr_shield.figures RUN_DIR [--out DIR] [--amplify 8] [--limit 6]
+    python -m fr_shield.study.figures RUN_DIR [--out DIR] [--amplify 8] [--limit 6]
 
 reads ``quality.csv`` of a benchmark job (original and protected paths) and writes one PNG
 strip per photo plus ``index.md`` with each strip's quality figures.
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from fr_shield.imageio import load_rgb, to_uint8
+from fr_shield.core.imageio import load_rgb, to_uint8
 
 
 def comparison_strip(original: np.ndarray, protected: np.ndarray, amplify: float = 8.0) -> Image.Image:
@@ -47,7 +47,7 @@ def write_strips(run_dir: Path, out: Path, amplify: float = 8.0, limit: int = 6)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fr_shield.figures", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fr_shield.study.figures", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a benchmark job's output folder (holds quality.csv)")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/figures")

@@ -1,7 +1,7 @@
 """``python -m fr_shield.models``: list the registry, or measure LFW verification accuracy.
 
     python -m fr_shield.models list
-    python -m fr_shield.models verify [--data DIR] [--pairs 1000] [--models sface,...] [--json PATH]
+    python -m fr_shield models verify [--data DIR] [--pairs 1000] [--models sface,...] [--json PATH]
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from fr_shield.errors import FrShieldError
+from fr_shield.core.errors import FrShieldError
+from fr_shield.core.paths import default_face_cache, default_lfw
+from fr_shield.core.runtime import configure_torch
 from fr_shield.models import available, get_spec
-from fr_shield.paths import default_face_cache, default_lfw
-from fr_shield.runtime import configure_torch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{spec.similarity:9s} {spec.licence:11s} {spec.source}")
         return 0
 
-    from fr_shield.verification import VerifyConfig, format_table, verify
+    from fr_shield.study.verification import VerifyConfig, format_table, verify
 
     configure_torch()
     config = VerifyConfig(

@@ -9,7 +9,7 @@ For each photo (files, or folders searched recursively; JPEG, PNG, WebP):
    exactly zero beyond it, so the rest of the photo is untouched) - a 30 MP photo costs what its
    faces cost. Faces larger than ``WORK_SIDE`` px are attacked on a downscaled copy of their
    region and the perturbation is upscaled back (the models see faces at <= 160 px anyway);
-4. enforce the preset's hard budget per face (``fr_shield.budget``): shrink the perturbation until
+4. enforce the preset's hard budget per face (``fr_shield.attacks.budget``): shrink the perturbation until
    face ST-LPIPS <= tau and SSIM >= s hold on what will be written;
 5. write the photo in its own format to the same relative path under ``--out``, atomically,
    with its metadata minus the location (unless ``--keep-gps``);
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import signal
 import sys
 import time
@@ -37,19 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fr_shield.align import align_faces, similarity_transform
-from fr_shield.attacks.attack import ProtectionAttack
-from fr_shield.attacks.eot import scale_families, scaled_kernel
-from fr_shield.attacks.factory import build_attack, compose_attack
-from fr_shield.attacks.objective import FACE_CROP
-from fr_shield.attacks.store import quantise
-from fr_shield.budget import PresetConfig, enforce_budget, load_preset, preset_names
-from fr_shield.detect import Face, FaceDetector
-from fr_shield.errors import FrShieldError, ImageError
-from fr_shield.models.spec import ARCFACE_112, ModelSpec, pair_similarity
-from fr_shield.regions import cluster_regions, crop_footprint, snap_region
-from fr_shield.weights import sha256_of
-from fr_shield.photo_files import (
+from fr_shield.app.photo_files import (
     Photo,
     TooSmall,
     UnsupportedFormat,
@@ -61,60 +48,23 @@ from fr_shield.photo_files import (
     without_gps,
     write_atomic,
 )
+from fr_shield.attacks.attack import ProtectionAttack
+from fr_shield.attacks.budget import PresetConfig, enforce_budget, load_preset, preset_names
+from fr_shield.attacks.eot import scale_families, scaled_kernel
+from fr_shield.attacks.registry import build_attack, compose_attack
+from fr_shield.core.align import FACE_CROP, align_faces
+from fr_shield.core.detect import Face, FaceDetector
+from fr_shield.core.errors import FrShieldError, ImageError
+from fr_shield.core.regions import cluster_regions, face_region, face_side, snap_region, soft_mask
+from fr_shield.core.weights import sha256_of
+from fr_shield.models.spec import pair_similarity
+from fr_shield.study.protected_cache import quantise
 
 MANIFEST = ".fr-shield-manifest.json"
 WORK_SIDE = 224.0  # faces whose 112-crop spans more photo pixels than this are attacked downscaled
-# The soft face mask, in the 112 x 112 ArcFace crop of each face: an ellipse over face and hairline,
-# full strength inside radius INNER, a cosine fall-off to zero at radius OUTER.
-MASK_CENTRE = (56.0, 54.0)
-MASK_AXES = (50.0, 62.0)
-MASK_INNER, MASK_OUTER = 0.8, 1.1
 OTHER_IMAGE_SUFFIXES = (".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".dng",
                         ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raw", ".jp2", ".ico", ".psd")
 FAILED = ("unreadable", "unsupported", "error", "missing")
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def to_crop_matrix(landmarks: np.ndarray) -> np.ndarray:
-    """2 x 3 similarity: photo pixels -> the face's 112 x 112 ArcFace crop."""
-    return similarity_transform(landmarks, ARCFACE_112)
-
-
-def face_side(landmarks: np.ndarray) -> float:
-    """Photo pixels spanned by the face's 112-pixel ArcFace crop."""
-    matrix = to_crop_matrix(landmarks)
-    return 112.0 / math.sqrt(abs(float(np.linalg.det(matrix[:, :2].astype(np.float64)))))
-
-
-def face_region(landmarks: np.ndarray, specs: Sequence[ModelSpec], margin: float) -> np.ndarray:
-    """What attacking or checking this face touches: every model's crop and the mask, plus a margin."""
-    mask_box = (MASK_CENTRE[0] - MASK_AXES[0] * MASK_OUTER, MASK_CENTRE[1] - MASK_AXES[1] * MASK_OUTER,
-                MASK_CENTRE[0] + MASK_AXES[0] * MASK_OUTER, MASK_CENTRE[1] + MASK_AXES[1] * MASK_OUTER)
-    rects = [crop_footprint(landmarks, ARCFACE_112, (112, 112), mask_box)]
-    rects += [crop_footprint(landmarks, spec.template, spec.input_size) for spec in [FACE_CROP, *specs]]
-    rects = np.array(rects)
-    return np.array([rects[:, 0].min() - margin, rects[:, 1].min() - margin,
-                     rects[:, 2].max() + margin, rects[:, 3].max() + margin])
-
-
-def soft_mask(shape_hw: tuple[int, int], landmarks: Sequence[np.ndarray], to_photo: np.ndarray) -> torch.Tensor:
-    """[H, W] in [0, 1]: the union of the faces' feathered ellipses on a grid of pixels.
-
-    ``to_photo`` (2 x 3) maps this grid's pixel coordinates to photo pixels.
-    """
-    height, width = shape_hw
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    grid = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    photo = to_photo.astype(np.float64) @ grid
-    mask = np.zeros(xs.size)
-    for points in landmarks:
-        crop = to_crop_matrix(points).astype(np.float64) @ np.vstack([photo, np.ones(xs.size)])
-        radius = np.hypot((crop[0] - MASK_CENTRE[0]) / MASK_AXES[0], (crop[1] - MASK_CENTRE[1]) / MASK_AXES[1])
-        ramp = np.clip((radius - MASK_INNER) / (MASK_OUTER - MASK_INNER), 0.0, 1.0)
-        mask = np.maximum(mask, 0.5 * (1.0 + np.cos(np.pi * ramp)))
-    return torch.from_numpy(mask.reshape(height, width).astype(np.float32))
 
 
 # --------------------------------------------------------------------------- the attack on a region
@@ -181,7 +131,7 @@ class FaceProtector:
                  weights_dir: str | Path | None = None, surrogates: list[torch.nn.Module] | None = None,
                  perceptual: torch.nn.Module | None = None, metric: torch.nn.Module | None = None,
                  work_side: float = WORK_SIDE):
-        from fr_shield.perceptual import stlpips
+        from fr_shield.core.perceptual import stlpips
 
         self.preset = preset
         self.config = attack_config
@@ -283,7 +233,7 @@ class FaceProtector:
     def measure(self, original: np.ndarray, protected: np.ndarray, faces: Sequence[Face],
                 records: list[FaceRecord]) -> None:
         """Fill each record's LPIPS, SSIM and per-model similarity from the pixels as written."""
-        from fr_shield.quality import ssim
+        from fr_shield.core.quality import ssim
 
         if not faces:
             return
@@ -527,7 +477,7 @@ def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
     """Protect ``inputs`` into ``out``; ``protector_factory`` lets tests inject tiny models."""
     from tqdm import tqdm
 
-    from fr_shield.runtime import configure_torch, resolve_device
+    from fr_shield.core.runtime import configure_torch, resolve_device
 
     if options.no_face not in ("copy", "skip"):
         raise UsageError(f"--no-face must be copy or skip, not {options.no_face!r}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from fr_shield.tracking import tracking_uri
+from fr_shield.study.tracking import tracking_uri
 
 
 def load_results(uri: str | None = None, experiment: str = "fr_shield") -> pd.DataFrame:
@@ -77,10 +77,10 @@ def collect_csvs(folders: list[Path]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fr_shield.results FOLDER...``: Markdown tables of every results.csv below."""
+    """``python -m fr_shield.study.results FOLDER...``: Markdown tables of every results.csv below."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m fr_shield.results", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fr_shield.study.results", description=main.__doc__)
     parser.add_argument("folders", nargs="+", type=Path, help="Hydra output or multirun folders")
     parser.add_argument("--subsets", default="protected,all")
     parser.add_argument("--metrics", default="top1,top5")

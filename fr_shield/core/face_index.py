@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fr_shield.detect import DetectorConfig, Face, FaceDetector
-from fr_shield.imageio import load_rgb
+from fr_shield.core.detect import DetectorConfig, Face, FaceDetector
+from fr_shield.core.imageio import load_rgb
 
 
 def content_key(path: Path, config: DetectorConfig) -> str:

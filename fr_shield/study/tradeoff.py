@@ -3,7 +3,7 @@
 One job (``python -m fr_shield.run experiment=tradeoff attack=...``) protects the protected
 identities' gallery photos once with the attack, then for each budget of
 ``tradeoff.budgets`` scales every photo's perturbation down until each face meets it
-(``fr_shield.budget``; the attack runs once, the budgets share it), and evaluates every budget
+(``fr_shield.attacks.budget``; the attack runs once, the budgets share it), and evaluates every budget
 under every transform of ``tradeoff.transforms`` with every evaluation model. Rows "clean" are
 the unprotected photos under the same transforms (what the transform alone does).
 
@@ -12,7 +12,7 @@ with the budget's mean face quality beside top-1 / top-5) and ``quality.csv`` (o
 and budget), and logs both to MLflow with one metric per cell
 (``top1/protected/<model>/<transform>/<budget>``).
 
-    python -m fr_shield.tradeoff report MULTIRUN_DIR... --out experiments/images/tradeoff
+    python -m fr_shield tradeoff report MULTIRUN_DIR... --out experiments/images/tradeoff
 
 draws one panel per transform (x: mean per-face SSIM, y: protected-only top-1 on the held-out
 evaluators, one line per attack), writes the Markdown tables and before | after | difference
@@ -22,7 +22,6 @@ strips, and logs the figure to MLflow.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,13 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fr_shield import transforms
-from fr_shield.attacks.factory import as_dict
-from fr_shield.attacks.store import protect_photos
-from fr_shield.embed import EmbeddingCache, Embedder
-from fr_shield.identification import evaluate, similarity_matrix
+from fr_shield.attacks.registry import as_dict
+from fr_shield.core import transforms
 from fr_shield.models import create
-from fr_shield.tracking import level_label
+from fr_shield.study.embed import Embedder, EmbeddingCache
+from fr_shield.study.identification import evaluate, similarity_matrix
+from fr_shield.study.protected_cache import protect_photos
+from fr_shield.study.tracking import level_label
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +135,7 @@ def log_to_mlflow(config, table: pd.DataFrame, quality_path: Path, table_path: P
     import mlflow
     from omegaconf import OmegaConf
 
-    from fr_shield.tracking import _parent_run_id, tracking_uri
+    from fr_shield.study.tracking import _parent_run_id, tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(config.logger.tracking_uri))
     mlflow.set_experiment(config.logger.experiment)
@@ -250,8 +249,8 @@ def markdown_tables(points: pd.DataFrame) -> str:
 
 def write_strips(quality: pd.DataFrame, out: Path, budget: str, limit: int = 2, amplify: float = 8.0) -> list[Path]:
     """before | after | |difference| x amplify for the first photos of each attack at ``budget``."""
-    from fr_shield.figures import comparison_strip
-    from fr_shield.imageio import load_rgb
+    from fr_shield.core.imageio import load_rgb
+    from fr_shield.study.figures import comparison_strip
 
     written = []
     rows = quality[quality["budget"] == budget]
@@ -285,7 +284,7 @@ def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool =
     if log:
         import mlflow
 
-        from fr_shield.tracking import tracking_uri
+        from fr_shield.study.tracking import tracking_uri
 
         mlflow.set_tracking_uri(tracking_uri(uri))
         mlflow.set_experiment("fr_shield")
@@ -300,7 +299,7 @@ def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fr_shield.tradeoff", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fr_shield tradeoff", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("report", help="plots, tables and strips from tradeoff jobs' folders")

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin
 
-from fr_shield.errors import ImageError
-from fr_shield.imageio import SUPPORTED_SUFFIXES, load_rgb, to_uint8
+from fr_shield.core.errors import ImageError
+from fr_shield.core.imageio import SUPPORTED_SUFFIXES, load_rgb, to_uint8
 
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112
