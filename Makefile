@@ -65,8 +65,10 @@ tradeoff: weights ## Held-out top-1 vs per-face SSIM, budgets x transforms (LFW,
 	$(RUN) -m experiment=tradeoff hydra.sweep.dir=multirun/tradeoff
 	$(PY) -m fr_shield tradeoff report multirun/tradeoff --out experiments/images/tradeoff
 
-ui: install ## Serve the MLflow store (sqlite:///mlflow.db) at http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+PORT ?= 5000
+STORE ?= sqlite:///$(CURDIR)/mlflow.db
+ui: install ## MLflow UI at http://127.0.0.1:PORT (default 5000) on STORE (default sqlite:///<checkout>/mlflow.db, where runs log)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT)
 
 clean: ## Remove outputs and caches of runs (keeps .venv and weights)
 	rm -rf outputs multirun .pytest_cache

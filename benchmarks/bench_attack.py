@@ -39,20 +39,21 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from fr_shield.attacks.attack import ProtectionAttack
+from fr_shield.attacks.config import AttackConfig, compose_attack
+from fr_shield.attacks.protector import FaceProtector
 from fr_shield.attacks.reference import reference_protect
-from fr_shield.attacks.regions import RegionAttack
-from fr_shield.attacks.registry import build_attack, compose_attack
+from fr_shield.attacks.registry import build_attack
 from fr_shield.core.align import align_faces
 from fr_shield.core.detect import FaceDetector, central_face
 from fr_shield.core.imageio import load_rgb
 from fr_shield.core.paths import data_root
 from fr_shield.core.perceptual import stlpips
+from fr_shield.core.quality import photo_quality
 from fr_shield.core.runtime import configure_torch, resolve_device
 from fr_shield.models import available, create
 from fr_shield.models.spec import pair_similarity
 from fr_shield.study.data import scan_identities
 from fr_shield.study.embed import Embedder, photo_tensor
-from fr_shield.study.protected_cache import measure_quality
 
 
 @dataclass
@@ -224,32 +225,32 @@ def step_gflop(attack: ProtectionAttack, image: torch.Tensor, faces: list[np.nda
 
 
 def quality_of(clean: list[torch.Tensor], protected: list[torch.Tensor], faces: list[list[np.ndarray]], metric) -> dict:
-    rows = [measure_quality(c, p, f, metric) for c, p, f in zip(clean, protected, faces)]
+    rows = [photo_quality(c, p, f, metric) for c, p, f in zip(clean, protected, faces)]
     return {key: round(float(np.mean([r[key] for r in rows])), 4) for key in ("ssim_face", "lpips_face", "psnr_photo", "linf")}
 
 
 # --------------------------------------------------------------------------- the cases
 
 
-def load_attack_config(name: str, settings: BenchSettings, speed: str = "reference") -> dict:
+def load_attack_config(name: str, settings: BenchSettings, speed: str = "reference") -> AttackConfig:
     """``conf/attack/<name>.yaml`` with ``conf/speed/<speed>.yaml``, composed by Hydra (typed)."""
-    values = compose_attack(name, [f"speed={speed}"])
-    if settings.steps is not None:
-        values["steps"] = settings.steps
-    return values
+    overrides = [f"speed={speed}"] + ([f"attack.steps={settings.steps}"] if settings.steps is not None else [])
+    return compose_attack(name, overrides)
 
 
 def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: Evaluator, models: dict,
                  metric, detector: FaceDetector, device: torch.device, peak: float, emit) -> None:
     """Run every case of one attack; ``emit(case)`` receives each result as soon as it is measured."""
     config = load_attack_config(name, settings)
-    surrogates = [models[n] for n in config["surrogates"]]
+    surrogates = [models[n] for n in config.surrogates]
     exact = build_attack(config, device=device, surrogates=surrogates, perceptual=metric)
-    fast = build_attack(load_attack_config(name, settings, settings.fast_speed), device=device,
-                        surrogates=surrogates, perceptual=metric)
+    fast_config = load_attack_config(name, settings, settings.fast_speed)
+    fast = build_attack(fast_config, device=device, surrogates=surrogates, perceptual=metric)
+    # Large photos: only the faces' regions are attacked (the tool's protector, without downscaling).
+    regions = FaceProtector(fast_config, device, surrogates=surrogates, metric=metric, work_side=None)
     # The reference runs its own copy of the networks in PyTorch's default (contiguous) layout.
     reference_objective = copy.deepcopy(exact.objective).to(memory_format=torch.contiguous_format)
-    steps = config["steps"]
+    steps = config.steps
 
     # LFW photos: every variant protects the same photos; protection measured on each result.
     images = [photo_tensor(p.path).to(device) for p in subset.protected]
@@ -289,7 +290,9 @@ def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: 
         for count in settings.face_counts:
             photo, landmarks, identities = composite(subset, size, count, settings.face_tile, detector)
             photo = photo.to(device)
-            result, seconds = timed(RegionAttack(fast), photo, landmarks)
+            per_photo, seconds = timed(regions.perturb, photo, [landmarks])
+            parts = per_photo[0]
+            protected = FaceProtector.paste(photo, parts)
             measured, reference_seconds = settings.reference_steps_large, None
             if size[0] * size[1] <= settings.reference_max_megapixels * 1e6:
                 setup = timed(reference_protect, reference_objective, exact.settings, photo, landmarks, 0)[1]
@@ -301,15 +304,15 @@ def bench_attack(name: str, settings: BenchSettings, subset: Subset, evaluator: 
                 "photo": f"{size[1]}x{size[0]}", "faces": len(landmarks),
                 "seconds_per_image": seconds, "reference_seconds_per_image": reference_seconds,
                 "speedup": None if reference_seconds is None else reference_seconds / seconds,
-                "protected_top1": evaluator.top1([result.protected.cpu()], [landmarks], [identities])["mean"],
+                "protected_top1": evaluator.top1([protected.cpu()], [landmarks], [identities])["mean"],
                 "reference_protected_top1": None,  # the reference is only timed here
-                "mean_steps": float(np.mean(result.steps_taken)),
+                "mean_steps": float(np.mean([part.steps for part in parts])),
                 "reference_steps_measured": measured if reference_seconds is not None else 0,
                 "reference_note": (f"timed over {measured} step(s), scaled to {steps}" if reference_seconds is not None
                                    else f"not run: above {settings.reference_max_megapixels} MP (memory)"),
-                "regions": [list(r) for r in result.regions],
+                "regions": [list(part.region) for part in parts],
             })
-            del photo, result
+            del photo, protected, parts
 
 
 def evaluation_throughput(subset: Subset, models: dict, count: int, device: torch.device) -> list[dict]:

@@ -104,8 +104,10 @@ def test_bad_settings_are_rejected():
         ProtectionObjective([ChannelMean()], [Branch()], "cube")
     with pytest.raises(ValueError, match="optimiser"):
         ProtectionAttack(ProtectionObjective([ChannelMean()], [Branch()]), OptimiserSettings("sgd"))
-    with pytest.raises(ValueError, match="branch kind"):
-        Branch("sharpen", 3)(torch.rand(1, 3, 20, 20))
+    with pytest.raises(ValueError, match="unknown transform 'sharpen'"):
+        Branch("sharpen", 3)
+    with pytest.raises(ValueError, match="no differentiable twin"):
+        Branch("max", 3)
 
 
 def stopping_attack(stop_margin, steps=40, optimiser="signed"):
@@ -177,11 +179,14 @@ def test_only_pixels_move_to_the_accelerator():
     with NumPy); a CUDA run failed here before the module said so."""
     from torch.utils.data import DataLoader
 
+    from fr_shield.attacks.config import AttackConfig
+    from fr_shield.attacks.protector import FaceProtector
     from fr_shield.study.lightning import PhotoBatchDataset, ProtectionModule
 
     batch = (["a"], photo(), [[FACE]])
     loaded = next(iter(DataLoader(PhotoBatchDataset([batch]), batch_size=None)))  # converts NumPy to tensors
-    module = ProtectionModule(tiny_attack(steps=1))
+    config = AttackConfig(name="test", surrogates=["tiny"], steps=1, alpha=0.0)
+    module = ProtectionModule(FaceProtector(config, surrogates=[TinyFR(0)], metric=TinyPerceptual()))
     keys, images, faces = module.transfer_batch_to_device(loaded, torch.device("cpu"), 0)
     assert keys == ["a"] and images.shape == batch[1].shape
     assert isinstance(faces[0][0], np.ndarray) and np.allclose(faces[0][0], FACE)

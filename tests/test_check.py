@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from tiny_models import TinyFR
 
@@ -16,11 +16,9 @@ from fr_shield.app import check
 from fr_shield.app.check import (
     CHECK_TRANSFORMS,
     Checker,
-    _median_in_strips,
     get_transforms,
     run_check,
 )
-from fr_shield.core import transforms
 from fr_shield.core.detect import FaceDetector
 
 FACE_PHOTO = "George_W_Bush/George_W_Bush_0001.jpg"
@@ -58,28 +56,23 @@ def folders(tmp_path_factory, lfw_root):
 
 def test_transforms_cover_the_issue():
     labels = [t.label for t in CHECK_TRANSFORMS]
-    assert labels[:3] == ["none", "jpeg_75", "resize_0.5"]
-    assert {f"median_{k}" for k in (3, 5, 7, 9, 11)} <= set(labels) and {f"box_{k}" for k in (3, 5, 7, 9, 11)} <= set(labels)
+    assert labels[:3] == ["none", "jpeg_q75", "resize_x0.5"]
+    assert {f"median_k{k}" for k in (3, 5, 7, 9, 11)} <= set(labels) and {f"box_k{k}" for k in (3, 5, 7, 9, 11)} <= set(labels)
     with pytest.raises(ValueError):
-        get_transforms(["median_13"])
-
-
-def test_median_in_strips_equals_whole_image():
-    images = torch.rand(1, 3, 70, 33)
-    assert torch.equal(_median_in_strips(images, 5, budget_bytes=5 * 5 * 3 * 33 * 4 * 2 * 12), transforms.median_blur(images, 5))
+        get_transforms(["median_k13"])
 
 
 def test_check_folders_and_report(folders, detector, tmp_path):
     original, protected = folders
     models = [TinyFR(0), TinyFR(1, size=40, name="tiny40")]
-    checker = Checker(models, detector, get_transforms(["none", "jpeg_75", "resize_0.5", "median_11", "box_11"]))
+    checker = Checker(models, detector, get_transforms(["none", "jpeg_q75", "resize_x0.5", "median_k11", "box_k11"]))
     report, code = run_check(original, protected, tmp_path / "report", checker, progress=False, log=lambda s: None)
     photos = {p["file"]: p for p in report["photos"]}
     assert photos["same.jpg"]["verdict"] == "matched"
     face = photos["same.jpg"]["faces"][0]
     assert face["detected_in_protected"] and face["similarity"]["tiny"]["none"] == pytest.approx(1.0, abs=1e-5)
     assert face["matched"]["tiny"]["none"] and "tiny@none" in face["matched_under"]
-    assert set(face["similarity"]["tiny40"]) == {"none", "jpeg_75", "resize_0.5", "median_11", "box_11"}
+    assert set(face["similarity"]["tiny40"]) == {"none", "jpeg_q75", "resize_x0.5", "median_k11", "box_k11"}
     assert photos["sub/noisy.png"]["verdict"] in ("matched", "protected")
     assert photos["flat.jpg"]["verdict"] == "no face"
     assert photos["broken.jpg"]["verdict"] == "error" and "not an image" in photos["broken.jpg"]["reason"]
@@ -103,7 +96,8 @@ def test_check_two_files_and_cli_errors(folders, detector, tmp_path):
 @pytest.mark.real
 def test_verdict_flips_from_matched_to_protected_on_a_real_photo(lfw_root, weight_cache, tmp_path):
     """An unprotected copy is matched by every real model; the protected photo by none (short attack)."""
-    from fr_shield.app.protect import FaceProtector, ProtectOptions, run_protect
+    from fr_shield.app.protect import ProtectOptions, run_protect
+    from fr_shield.attacks.protector import FaceProtector
     from fr_shield.models import create
 
     source = tmp_path / "original"
@@ -113,8 +107,8 @@ def test_verdict_flips_from_matched_to_protected_on_a_real_photo(lfw_root, weigh
     copy.mkdir()
     shutil.copyfile(source / "bush.jpg", copy / "bush.jpg")
 
-    def short(preset, config, device):  # the "mid" preset's budget, LowKey's branches, a few large steps
-        return FaceProtector(preset, {**config, "steps": 12, "step_size": 0.004}, device)
+    def short(preset, device):  # the "mid" preset's budget, a few large steps
+        return FaceProtector(dataclasses.replace(preset.attack, steps=12, step_size=0.004), device)
 
     protected = tmp_path / "protected"
     result = run_protect([source], protected, ProtectOptions(preset="mid", progress=False, threads=1),
@@ -123,7 +117,7 @@ def test_verdict_flips_from_matched_to_protected_on_a_real_photo(lfw_root, weigh
     assert row["status"] == "protected" and row["lpips"] <= 0.05 and row["ssim"] >= 0.93
 
     models = [create(name) for name in check.DEFAULT_MODELS]
-    checker = Checker(models, FaceDetector(), get_transforms(["none", "jpeg_75"]))
+    checker = Checker(models, FaceDetector(), get_transforms(["none", "jpeg_q75"]))
     before, _ = run_check(source, copy, tmp_path / "before", checker, progress=False, log=lambda s: None)
     after, _ = run_check(source, protected, tmp_path / "after", checker, progress=False, log=lambda s: None)
     assert before["photos"][0]["verdict"] == "matched"

@@ -17,26 +17,33 @@ import torch
 from PIL import Image
 from tiny_models import TinyFR, TinyPerceptual
 
-from fr_shield.app.protect import MaskedAttack
 from fr_shield.attacks import Branch, ProtectionAttack, ProtectionObjective
 from fr_shield.attacks.attack import OptimiserSettings
+from fr_shield.attacks.config import BranchConfig, compose_attack
 from fr_shield.attacks.eot import (
     JPEG_TOLERANCE_MEAN,
     JPEG_TOLERANCE_PSNR,
     EOTFamily,
     EOTObjective,
     EOTSettings,
-    differentiable_jpeg,
+    OursEOT,
 )
-from fr_shield.attacks.masking import FaceMaskAttack, face_mask
 from fr_shield.attacks.objective import crops_of
-from fr_shield.attacks.registry import as_dict, attack_key, build_attack
+from fr_shield.attacks.protector import FaceProtector, scaled_attack_config
+from fr_shield.attacks.registry import attack_key, build_attack
 from fr_shield.core import transforms
 from fr_shield.core.align import ARCFACE_112, FACE_CROP
 from fr_shield.core.quality import linf, psnr, ssim
+from fr_shield.core.regions import soft_mask
+from fr_shield.core.transforms import differentiable_jpeg
 from fr_shield.study import protected_cache as store
 
 FACE = (ARCFACE_112 * 0.8 + 30).astype(np.float32)  # a face well inside a 160 x 160 photo
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def face_mask(shape_hw, faces) -> torch.Tensor:
+    return soft_mask(shape_hw, faces, IDENTITY)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,7 +102,7 @@ def test_eot_adds_sampled_views_and_every_family_is_differentiable():
 
 
 def test_eot_settings_are_checked():
-    with pytest.raises(ValueError, match="unknown EOT transform"):
+    with pytest.raises(ValueError, match="unknown transform 'sharpen'"):
         EOTFamily("sharpen", (3,))
     with pytest.raises(ValueError, match="probability"):
         EOTSettings(input_diversity=1.5)
@@ -156,9 +163,8 @@ def test_per_pixel_bound_and_masked_attack_agree():
     objective = ProtectionObjective(surrogates(), [Branch()], "norm", 0.0)
     base = ProtectionAttack(objective, settings(steps=6, linf=6 / 255))
     bounded = ProtectionAttack(objective, settings(steps=6, linf=6 / 255), bound=bound)(image, [[FACE]]).protected
-    masked = MaskedAttack(base, bound)(image, [[FACE]]).protected
     per_call = base(image, [[FACE]], bound=bound).protected
-    assert torch.equal(bounded, masked) and torch.equal(bounded, per_call)
+    assert torch.equal(bounded, per_call)
     delta = (bounded - image).abs()
     assert torch.all(delta <= bound + 1e-6)
     assert torch.equal(bounded[..., :40, :], image[..., :40, :]) and delta.max() > 0
@@ -169,9 +175,12 @@ def test_per_pixel_bound_and_masked_attack_agree():
 def test_face_mask_keeps_every_pixel_outside_the_faces_unchanged():
     images = torch.cat([photo(0), photo(1)])
     faces = [[FACE], [(ARCFACE_112 * 0.6 + 70).astype(np.float32)]]
-    objective = ProtectionObjective(surrogates(), [Branch(), Branch("median", 3)], "norm", 0.0)
-    attack = FaceMaskAttack(ProtectionAttack(objective, settings(steps=6, linf=8 / 255, step_size=0.02)))
-    protected = attack(images, faces).protected
+    config = compose_attack("ours", ["attack.steps=6", "attack.linf=0.0313725", "attack.step_size=0.02",
+                                     "attack.alpha=0", "attack.mask=face"])
+    config.branches = [BranchConfig(), BranchConfig("median", 3)]
+    protector = FaceProtector(config, surrogates=surrogates(), metric=TinyPerceptual(), whole_photo_fraction=0.0)
+    parts = protector.perturb(images, faces)
+    protected = torch.cat([FaceProtector.paste(images[i:i + 1], part) for i, part in enumerate(parts)])
     for index, points in enumerate(faces):
         mask = face_mask((160, 160), points)
         delta = (protected[index] - images[index]).abs()
@@ -216,20 +225,30 @@ def _compose(attack: str, *overrides: str):
         return compose("config", overrides=[f"attack={attack}", *overrides])
 
 
-def test_reference_attacks_keep_their_cache_keys_and_ours_eot_builds():
-    # The protected photos cached before issue 7 stay valid: the new settings are keyed only when set.
-    assert attack_key(_compose("lowkey").attack) == "1c9d54808b3b"
-    assert attack_key(_compose("ours").attack) == "0c3a4dd0f349"
-    assert attack_key(_compose("ours_box").attack) == "1ebe4798ee56"
-    config = _compose("ours_eot", "attack.mask=face", "attack.ssim_min=0.95")
-    assert attack_key(config.attack) != attack_key(config.attack, with_budget=False)
-    attack = build_attack(config.attack, surrogates=surrogates(), perceptual=TinyPerceptual())
-    assert isinstance(attack, FaceMaskAttack) and isinstance(attack.objective, EOTObjective)
+def test_the_cache_key_covers_every_setting_but_labels():
+    """The key hashes the whole resolved config: any setting changes it (even one no list names),
+    the label and the batch size do not, and an unset budget is the attack's own output."""
+    base = compose_attack("lowkey")
+    key = attack_key(base)
+    assert key == attack_key(compose_attack("lowkey")) and key == attack_key(base, with_budget=False)
+    for override in ["attack.seed=1", "attack.steps=49", "attack.stop_margin=0.1", "attack.mask=face",
+                     "attack.surrogates=[sface,dlib_resnet]", "attack.eot.samples=1", "attack.lpips_backbone=vgg"]:
+        assert attack_key(compose_attack("ours_eot" if "eot." in override else "lowkey", [override])) != key, override
+    assert attack_key(compose_attack("lowkey", ["attack.name=renamed", "attack.batch_size=3"])) == key
+    budgeted = compose_attack("lowkey", ["attack.ssim_min=0.95"])
+    assert attack_key(budgeted) != key and attack_key(budgeted, with_budget=False) == key
+
+
+def test_ours_eot_builds_from_its_config():
+    config = compose_attack("ours_eot", ["attack.mask=face", "attack.ssim_min=0.95"])
+    attack = build_attack(config, surrogates=surrogates(), perceptual=TinyPerceptual())
+    assert isinstance(attack, OursEOT) and isinstance(attack.objective, EOTObjective)
     assert attack.settings.momentum == 1.0 and attack.objective.eot.input_diversity == 0.5
     assert {f.name for f in attack.objective.eot.families} == {"median_blur", "box_blur", "gaussian_blur2d",
                                                                "jpeg", "resize"}
-    plain = build_attack(_compose("ours").attack, surrogates=surrogates(), perceptual=TinyPerceptual())
-    assert type(plain) is ProtectionAttack and type(plain.objective) is ProtectionObjective
+    plain = build_attack(compose_attack("ours"), surrogates=surrogates(), perceptual=TinyPerceptual())
+    assert type(plain.objective) is ProtectionObjective and [b.kind for b in plain.objective.branches] == [
+        "identity", "gaussian", "median"]
 
 
 # ----------------------------------------------------------------------------- budgets in the study pipeline
@@ -262,27 +281,24 @@ def _check_budgets(photos: dict, faces: dict, metric, ssim_min: float, lpips_max
 
 
 def test_study_budget_holds_on_every_output_and_budgets_share_one_attack(tmp_path, monkeypatch):
-    built = []
-
-    def tiny_build(config, weights_dir=None, device="cpu", surrogates=None, perceptual=None):
-        built.append(config)
-        return build_attack(config, device=device, surrogates=[TinyFR(0), TinyFR(1, size=40, name="tiny40")])
-
     metric = TinyPerceptual()
-    monkeypatch.setattr(store, "build_attack", tiny_build)
-    monkeypatch.setattr(store, "stlpips", lambda *args, **kwargs: metric)
     paths = _budget_photos(tmp_path)
     faces = {p: [FACE] for p in paths}
     config = {**_compose_dict("ours"), "alpha": 0.0, "steps": 4, "step_size": 0.03, "linf": 16 / 255,
               "mask": "face", "surrogates": ["tiny", "tiny40"], "branches": [{"kind": "identity", "kernel_size": 1,
                                                                                   "sigma": None}]}
-    raw = store.protect_photos(paths, faces, config, tmp_path / "cache", torch.device("cpu"), progress=False)
+    protector = store.study_protector(config, torch.device("cpu"), surrogates=surrogates(), metric=metric)
+    attacked = []
+    monkeypatch.setattr(protector, "perturb", lambda *args, **kw: attacked.append(1) or FaceProtector.perturb(
+        protector, *args, **kw))
+    raw = store.protect_photos(paths, faces, config, tmp_path / "cache", torch.device("cpu"), progress=False,
+                               protector=protector)
     raw_ssim = min(r.quality["ssim_face"] for r in raw.values())
     floor = min(0.999, raw_ssim + 0.5 * (1 - raw_ssim))  # a floor the attack's own output breaks
     ceiling = 0.5 * min(r.quality["lpips_face"] for r in raw.values())
     budgeted = store.protect_photos(paths, faces, {**config, "ssim_min": floor, "lpips_max": ceiling},
-                                    tmp_path / "cache", torch.device("cpu"), progress=False)
-    assert len(built) == 1  # the budget reuses the cached attack
+                                    tmp_path / "cache", torch.device("cpu"), progress=False, protector=protector)
+    assert len(attacked) == 1  # one batch, attacked once: the budget reuses the cached attack
     _check_budgets(budgeted, faces, metric, floor, ceiling, 16 / 255)
     assert all(0 < r.quality["budget_scale"] < 1 and r.quality["budget_met"] for r in budgeted.values())
     record = json.loads(next((tmp_path / "cache" / "protected").glob("*/*.json")).read_text())
@@ -292,7 +308,7 @@ def test_study_budget_holds_on_every_output_and_budgets_share_one_attack(tmp_pat
 def _compose_dict(attack: str) -> dict:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(_compose(attack).attack, resolve=True)
+    return OmegaConf.to_container(OmegaConf.structured(compose_attack(attack)), resolve=True)
 
 
 @pytest.mark.real
@@ -302,8 +318,6 @@ def test_budget_holds_on_real_faces(tmp_path, monkeypatch, lfw_root, weight_cach
     from fr_shield.core.imageio import load_rgb
     from fr_shield.core.perceptual import stlpips
 
-    monkeypatch.setattr(store, "build_attack", lambda config, weights_dir=None, device="cpu", **kw: build_attack(
-        config, device=device, surrogates=[TinyFR(0, size=112), TinyFR(1, size=112, name="tiny112")]))
     detector = FaceDetector(cache_dir=weight_cache)
     paths, faces = [], {}
     for name in ("George_W_Bush/George_W_Bush_0001.jpg", "Colin_Powell/Colin_Powell_0001.jpg"):
@@ -313,8 +327,12 @@ def test_budget_holds_on_real_faces(tmp_path, monkeypatch, lfw_root, weight_cach
         faces[path] = [found[0].landmarks]
     config = {**_compose_dict("ours_eot"), "alpha": 0.0, "steps": 3, "step_size": 0.05, "linf": 16 / 255,
               "mask": "face", "ssim_min": 0.95, "lpips_max": 0.05, "surrogates": ["tiny", "tiny112"]}
-    result = store.protect_photos(paths, faces, config, tmp_path / "cache", torch.device("cpu"), progress=False)
-    _check_budgets(result, faces, stlpips("alex", weight_cache), 0.95, 0.05, 16 / 255)
+    metric = stlpips("alex", weight_cache)
+    protector = store.study_protector(config, torch.device("cpu"), metric=metric,
+                                      surrogates=[TinyFR(0, size=112), TinyFR(1, size=112, name="tiny112")])
+    result = store.protect_photos(paths, faces, config, tmp_path / "cache", torch.device("cpu"), progress=False,
+                                  protector=protector)
+    _check_budgets(result, faces, metric, 0.95, 0.05, 16 / 255)
     assert any(r.quality["budget_scale"] < 1 for r in result.values())  # the budget had to act
 
 
@@ -375,12 +393,10 @@ def test_tradeoff_job_end_to_end_on_tiny_data(tmp_path, weight_cache):
 def test_downscaled_faces_keep_eot_with_kernels_scaled():
     """protect attacks a large face on a downscaled copy: the blur kernels shrink with it, and the
     EOT views, momentum and input diversity stay (they were once dropped there)."""
-    from fr_shield.app.protect import scaled_attack_config
-
-    config = as_dict(_compose("ours_eot").attack)
+    config = compose_attack("ours_eot")
     half = scaled_attack_config(config, 0.5)
-    assert half["branches"] == [{"kind": "identity", "kernel_size": 1, "sigma": None}]
-    levels = {family["name"]: family["levels"] for family in half["eot"]["families"]}
+    assert half.branches == [BranchConfig()]
+    levels = {family.name: family.levels for family in half.eot.families}
     assert levels["median_blur"] == [3, 5] and levels["gaussian_blur2d"] == [3, 5]
     assert levels["jpeg"] == [50, 60, 75, 90] and levels["resize"] == [0.5, 0.75]
     attack = build_attack(half, surrogates=surrogates(), perceptual=TinyPerceptual())
@@ -388,8 +404,8 @@ def test_downscaled_faces_keep_eot_with_kernels_scaled():
     assert attack.objective.eot.input_diversity == 0.5 and attack.objective.reach == 5
     assert build_attack(config, surrogates=surrogates(), perceptual=TinyPerceptual()).objective.reach == 11
 
-    ours = scaled_attack_config(as_dict(_compose("ours").attack), 0.5)
-    assert [(b["kind"], b["kernel_size"], b["sigma"]) for b in ours["branches"]] == [
+    ours = scaled_attack_config(compose_attack("ours"), 0.5)
+    assert [(b.kind, b.kernel_size, b.sigma) for b in ours.branches] == [
         ("identity", 1, None), ("gaussian", 3, 1.5), ("median", 5, None)]
-    tiny = scaled_attack_config(as_dict(_compose("ours").attack), 0.1)  # every blur under 3 px
-    assert tiny["branches"] == [{"kind": "identity", "kernel_size": 1, "sigma": None}]
+    tiny = scaled_attack_config(compose_attack("ours"), 0.1)  # every blur under 3 px
+    assert tiny.branches == [BranchConfig()]

@@ -8,6 +8,7 @@ each a clear outcome, leave every original byte-identical, and resume after an i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,42 +22,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import TinyFR
+from tiny_models import TinyFR, TinyPerceptual
 
 from fr_shield.app import protect
-from fr_shield.app.photo_files import (
-    GPS_IFD,
-    ORIENTATION,
-    PART_MARK,
-    clean_xmp,
-    read_photo,
-    without_gps,
-)
-from fr_shield.app.protect import (
-    FaceProtector,
-    ProtectOptions,
-    UsageError,
-    cluster_regions,
-    run_protect,
-    soft_mask,
-)
-from fr_shield.attacks.budget import (
-    Budget,
-    enforce_budget,
-    load_preset,
-    preset_names,
-)
+from fr_shield.app.photo_files import GPS_IFD, ORIENTATION, clean_xmp, read_photo, without_gps
+from fr_shield.app.protect import ProtectOptions, UsageError, run_protect
+from fr_shield.attacks.budget import Budget, enforce_budget
+from fr_shield.attacks.config import BranchConfig, compose_preset, preset_names
+from fr_shield.attacks.protector import FaceProtector
+from fr_shield.core.files import PART_MARK
+from fr_shield.core.regions import cluster_regions, soft_mask
 
 TESTS = Path(__file__).parent
 FACE_PHOTO = "George_W_Bush/George_W_Bush_0001.jpg"
 OTHER_FACES = ["Colin_Powell/Colin_Powell_0001.jpg", "Tony_Blair/Tony_Blair_0001.jpg"]
 
 
-def tiny_factory(preset, config, device):
+def tiny_factory(preset, device):
     """The pipeline with two tiny random surrogates and a short attack (behaviour, not strength)."""
-    config = {**config, "steps": 3, "step_size": 0.01, "alpha": 0.0,
-              "branches": [{"kind": "identity", "kernel_size": 1, "sigma": None}]}
-    return FaceProtector(preset, config, device, surrogates=[TinyFR(0), TinyFR(1, size=40, name="tiny40")])
+    config = dataclasses.replace(preset.attack, steps=3, step_size=0.01, alpha=0.0, branches=[BranchConfig()])
+    return FaceProtector(config, device, surrogates=[TinyFR(0), TinyFR(1, size=40, name="tiny40")],
+                         metric=TinyPerceptual())
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -324,12 +310,13 @@ def test_interrupted_run_leaves_no_partial_output_and_resumes(album, tmp_path):
 
 def test_presets_are_typed_and_ordered():
     assert set(preset_names()) >= {"low", "mid", "high"}
-    presets = [load_preset(name) for name in ("low", "mid", "high")]
-    assert [p.linf for p in presets] == sorted(p.linf for p in presets)
-    assert [p.lpips_max for p in presets] == sorted(p.lpips_max for p in presets)
-    assert all(p.target and p.steps > 0 for p in presets)
-    with pytest.raises(ValueError, match="unknown preset"):
-        load_preset("extreme")
+    presets = [compose_preset(name) for name in ("low", "mid", "high")]
+    assert [p.attack.linf for p in presets] == sorted(p.attack.linf for p in presets)
+    assert [p.attack.lpips_max for p in presets] == sorted(p.attack.lpips_max for p in presets)
+    assert all(p.target and p.attack.steps > 0 and p.attack.mask == "face" for p in presets)
+    assert [p.attack.name for p in presets] == ["lowkey", "ours", "ours_box"]
+    with pytest.raises(ValueError, match="unknown preset 'extreme'; choose one of: high, low, mid"):
+        compose_preset("extreme")
 
 
 def test_budget_bisection_shrinks_until_it_holds():

@@ -21,10 +21,33 @@ def test_registry_lists_every_family():
     assert set(T.available()) == {"none", *KERNEL_FAMILIES, "jpeg", "resize"}
     for name in KERNEL_FAMILIES:
         assert T.get(name).levels == (3, 5, 7, 9, 11, 17)
-        assert T.get(name).differentiable
-    assert not T.get("jpeg").differentiable
-    with pytest.raises(KeyError, match="available"):
+        assert T.get(name).scales_with_resolution
+    assert T.get("jpeg").differentiable is T.differentiable_jpeg  # the real codec has a Kornia twin
+    assert T.get("max_blur_pool2d").differentiable is None
+    assert T.get("median").name == "median_blur" and T.get("identity").name == "none"
+    with pytest.raises(KeyError, match="choose one of"):
         T.get("sharpen")
+
+
+def test_one_label_format_round_trips():
+    for name, level, text in [("median_blur", 9, "median_k9"), ("box_blur", 11, "box_k11"), ("jpeg", 75, "jpeg_q75"),
+                              ("resize", 0.5, "resize_x0.5"), ("max_blur_pool2d", 5, "max_k5"), ("none", None, "none")]:
+        assert T.label(name, level) == text
+        transform, parsed = T.parse_label(text)
+        assert (transform.name, parsed) == (name, level)
+    with pytest.raises(ValueError, match="not a transform label"):
+        T.parse_label("median_q9")
+
+
+def test_kernels_scale_with_the_working_resolution():
+    assert T.get("median_blur").scaled(11, 0.5) == 5 and T.get("box_blur").scaled(5, 0.4) is None
+    assert T.get("jpeg").scaled(75, 0.5) == 75 and T.get("resize").scaled(0.5, 0.25) == 0.5
+
+
+def test_bounded_median_equals_the_plain_one():
+    images = torch.rand(1, 3, 70, 33)
+    bounded = T.median_blur_bounded(images, 5, budget_bytes=5 * 5 * 3 * 33 * 4 * 2 * 12)
+    assert torch.equal(bounded, T.median_blur(images, 5))
 
 
 @pytest.mark.parametrize("name", T.available())

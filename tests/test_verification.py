@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fr_shield.core.errors import DataError
-from fr_shield.study.tracking import level_label
+from fr_shield.core.transforms import label as level_label
 from fr_shield.study.verification import VerifyConfig, cross_validated_accuracy, pair_scores, sample_pairs, verify
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import fr_shield.study.protected_cache as store
-from fr_shield.attacks.registry import as_dict, attack_key, build_attack
+from fr_shield.attacks.registry import attack_key
+from fr_shield.study.protected_cache import protect_photos, study_protector
 
 
 def load_networks(folders: list[Path], device: torch.device) -> dict[str, torch.nn.Module]:
@@ -33,16 +33,10 @@ def load_networks(folders: list[Path], device: torch.device) -> dict[str, torch.
     return networks
 
 
-def install(networks: dict[str, torch.nn.Module]) -> None:
-    """Make ``protect_photos`` build its attack and quality metric from the loaded networks."""
-    metric = networks["stlpips_alex"]
-    store.stlpips = lambda backbone="alex", cache_dir=None: metric
-
-    def build(config, weights_dir=None, device="cpu"):
-        names = as_dict(config)["surrogates"]
-        return build_attack(config, weights_dir, device, surrogates=[networks[n] for n in names], perceptual=metric)
-
-    store.build_attack = build
+def protector_for(settings: dict, networks: dict[str, torch.nn.Module], device: torch.device):
+    """The study's protector for ``settings``, built from the networks loaded here (no weight store)."""
+    return study_protector(settings, device, surrogates=[networks[n] for n in settings["surrogates"]],
+                           metric=networks["stlpips_alex"])
 
 
 def pack_cache(cache: Path, out: Path, limit_mb: float) -> list[str]:
@@ -75,7 +69,6 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     networks = load_networks(args.packs, device)
     print("device", torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "networks", sorted(networks))
-    install(networks)
     jobs = json.loads(args.jobs.read_text())
     base = args.jobs.parent
     timings = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -92,7 +85,8 @@ def main() -> None:
         paths = [base / p["file"] for p in job["photos"]]
         faces = {path: [np.asarray(p["landmarks"], np.float32)] for path, p in zip(paths, job["photos"])}
         started = time.perf_counter()
-        photos = store.protect_photos(paths, faces, job["settings"], args.cache, device, progress=False)
+        photos = protect_photos(paths, faces, job["settings"], args.cache, device, progress=False,
+                                protector=protector_for(job["settings"], networks, device))
         seconds = time.perf_counter() - started
         mean = {k: round(float(np.mean([p.quality[k] for p in photos.values()])), 4)
                 for k in ("ssim_face", "lpips_face", "psnr_photo", "linf")}

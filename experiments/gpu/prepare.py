@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from fr_shield.attacks.registry import BUDGET_KEYS, as_dict, attack_key
+from fr_shield.attacks.config import BUDGET_KEYS, as_dict
+from fr_shield.attacks.registry import attack_key
 from fr_shield.core.face_index import FaceIndex
-from fr_shield.core.paths import cache_root
+from fr_shield.core.paths import cache_root, conf_dir
 from fr_shield.core.perceptual import stlpips
 from fr_shield.models import create
 from fr_shield.study.benchmark import locate_faces
@@ -77,7 +78,7 @@ def compose_job(overrides: list[str]):
     # The data root's default needs a running Hydra app (hydra:runtime.cwd); name it instead.
     dataset = next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), "lfw")
     root = Path(os.environ["FR_SHIELD_DATA"]) / DATA_FOLDERS[dataset]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose("config", overrides=[*overrides, f"data.root={root}"])
 
 

@@ -28,13 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fr_shield.app.photo_files import is_photo_name, write_atomic
+from fr_shield.app.photo_files import is_photo_name
+from fr_shield.app.report_html import write_html
 from fr_shield.core import transforms
 from fr_shield.core.align import align_faces
 from fr_shield.core.detect import Face, FaceDetector
 from fr_shield.core.errors import FrShieldError, ImageError
+from fr_shield.core.files import write_atomic
 from fr_shield.core.imageio import load_rgb
-from fr_shield.core.regions import face_region, snap_region
+from fr_shield.core.regions import face_region, region_margin, snap_region
+from fr_shield.core.runtime import configure_torch, resolve_device
+from fr_shield.models import create
+from fr_shield.models.registry import check_names
 from fr_shield.models.spec import pair_similarity
 
 DEFAULT_MODELS = ("sface", "dlib_resnet", "facenet_casia")
@@ -43,51 +48,36 @@ KERNELS = (3, 5, 7, 9, 11)
 
 @dataclass(frozen=True)
 class CheckTransform:
-    label: str
-    family: str  # a name in fr_shield.core.transforms
+    """One view a platform may make of a posted photo: a registry transform at one level."""
+
+    transform: transforms.Transform
     level: object = None
 
+    @property
+    def label(self) -> str:
+        return self.transform.label(self.level)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.family == "none":
-            return images
-        if self.family == "median_blur":
-            return _median_in_strips(images, int(self.level))
-        return transforms.apply(self.family, images, self.level)
-
-
-def _median_in_strips(images: torch.Tensor, kernel: int, budget_bytes: float = 3e8) -> torch.Tensor:
-    """``transforms.median_blur`` over horizontal strips: the same result in bounded memory
-    (the median's memory grows with k^2 per pixel; a big face's region would need gigabytes)."""
-    height, width = images.shape[-2:]
-    rows = max(kernel, int(budget_bytes / (kernel * kernel * images.shape[1] * width * 4 * 2)))
-    if rows >= height:
-        return transforms.median_blur(images, kernel)
-    half = kernel // 2
-    parts = []
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
-        start, stop = max(0, top - half), min(height, bottom + half)
-        strip = transforms.median_blur(images[..., start:stop, :], kernel)
-        parts.append(strip[..., top - start:top - start + (bottom - top), :])
-    return torch.cat(parts, dim=-2)
+        return self.transform.apply_platform(images, self.level)
 
 
 CHECK_TRANSFORMS: tuple[CheckTransform, ...] = (
-    CheckTransform("none", "none"),
-    CheckTransform("jpeg_75", "jpeg", 75),
-    CheckTransform("resize_0.5", "resize", 0.5),
-    *(CheckTransform(f"median_{k}", "median_blur", k) for k in KERNELS),
-    *(CheckTransform(f"box_{k}", "box_blur", k) for k in KERNELS),
+    CheckTransform(transforms.get("none")),
+    CheckTransform(transforms.get("jpeg"), 75),
+    CheckTransform(transforms.get("resize"), 0.5),
+    *(CheckTransform(transforms.get("median_blur"), k) for k in KERNELS),
+    *(CheckTransform(transforms.get("box_blur"), k) for k in KERNELS),
 )
 
 
 def get_transforms(labels: Sequence[str] | None) -> list[CheckTransform]:
+    """The check views named by their labels (``none``, ``jpeg_q75``, ``median_k11``, ...); None: all."""
     if labels is None:
         return list(CHECK_TRANSFORMS)
     known = {t.label: t for t in CHECK_TRANSFORMS}
     unknown = [label for label in labels if label not in known]
     if unknown:
-        raise ValueError(f"unknown check transform(s) {unknown}; available: {', '.join(known)}")
+        raise ValueError(f"unknown check transform(s) {', '.join(unknown)}; available: {', '.join(known)}")
     return [known[label] for label in labels]
 
 
@@ -199,8 +189,9 @@ class Checker:
         clean = _tensor(original, self.device)[0]
         specs = [model.spec for model in self.models]
         visuals = []
+        margin = region_margin(max(view.transform.reach(view.level) for view in self.transforms))
         for face, (points, detected) in zip(originals, pairs):
-            margin = max(KERNELS) + 16
+            # block 16: a JPEG's 8 x 8 grid stays aligned after halving the region
             x0, y0, x1, y1 = snap_region(face_region(points, specs, margin), protected.shape[:2], block=16)
             region = _tensor(protected[y0:y1, x0:x1], self.device)
             local = points - np.array([x0, y0], np.float32)
@@ -229,8 +220,6 @@ def run_check(original: Path, protected: Path, out: Path | None, checker: Checke
               log: Callable[[str], None] = print) -> tuple[dict, int]:
     """Check every pair; write report.json and report.html into ``out``; return (report, exit code)."""
     from tqdm import tqdm
-
-    from fr_shield.app.report_html import write_html
 
     original, protected = Path(original).expanduser(), Path(protected).expanduser()
     pairs, unmatched = pair_files(original, protected)
@@ -294,16 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     args = parser.parse_args(argv)
-
-    from fr_shield.core.runtime import configure_torch, resolve_device
-    from fr_shield.models import create
-
-    configure_torch(args.threads)
-    device = resolve_device(args.device)
-    try:
-        models = [create(name, args.weights_dir, device) for name in args.models.split(",") if name]
-        checker = Checker(models, FaceDetector(cache_dir=args.weights_dir),
-                          get_transforms(args.transforms.split(",") if args.transforms else None), device)
+    try:  # names first: a typo is one line naming the valid options, before any photo or model is read
+        names = check_names([name for name in args.models.split(",") if name])
+        views = get_transforms(args.transforms.split(",") if args.transforms else None)
+        for folder in (args.original, args.protected):
+            if not folder.exists():
+                raise FrShieldError(f"{folder} does not exist")
+        configure_torch(args.threads)
+        device = resolve_device(args.device)
+        models = [create(name, args.weights_dir, device) for name in names]
+        checker = Checker(models, FaceDetector(cache_dir=args.weights_dir), views, device)
         _, code = run_check(args.original, args.protected, args.out, checker, progress=not args.no_progress)
     except (FrShieldError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)

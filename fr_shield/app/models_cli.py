@@ -16,6 +16,7 @@ from fr_shield.core.errors import FrShieldError
 from fr_shield.core.paths import default_face_cache, default_lfw
 from fr_shield.core.runtime import configure_torch
 from fr_shield.models import available, get_spec
+from fr_shield.study.verification import VerifyConfig, format_table, verify
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:15s} input {spec.input_size[0]}x{spec.input_size[1]} dim {spec.embedding_size:4d} "
                   f"{spec.similarity:9s} {spec.licence:11s} {spec.source}")
         return 0
-
-    from fr_shield.study.verification import VerifyConfig, format_table, verify
 
     configure_torch()
     config = VerifyConfig(

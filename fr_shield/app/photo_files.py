@@ -17,7 +17,6 @@ interrupted run leaves at most a temporary file, which the next run removes.
 from __future__ import annotations
 
 import io
-import os
 import re
 import struct
 import zlib
@@ -34,7 +33,6 @@ GPS_IFD = 0x8825
 ORIENTATION = 0x0112
 JPEG_QUALITY = 95
 FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP"}
-PART_MARK = ".fr-shield-part-"
 XMP_KEY = "XML:com.adobe.xmp"
 # PNG text chunks that carry a copy of the EXIF block (ImageMagick, exiftool): GPS may hide there.
 RAW_EXIF_TEXT = ("Raw profile type exif", "Raw profile type APP1")
@@ -316,43 +314,6 @@ def without_gps(photo: Photo, data: bytes) -> bytes:
     if photo.format == "PNG":
         return _strip_png(data, exif, xmp)
     return _strip_webp(data, exif, xmp)
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def part_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}{PART_MARK}{os.getpid()}")
-
-
-def is_part_file(path: Path) -> bool:
-    return path.name.startswith(".") and PART_MARK in path.name
-
-
-def write_atomic(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` through a temporary file and a rename; no half file, ever."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = part_path(target)
-    try:
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    finally:
-        if partial.exists():
-            partial.unlink()
-
-
-def remove_stale_parts(folder: Path) -> list[Path]:
-    """Temporary files left by a run that was killed (SIGKILL, power cut): removed before resuming."""
-    removed = []
-    if folder.is_dir():
-        for path in folder.rglob(f"*{PART_MARK}*"):
-            if path.is_file() and is_part_file(path):
-                path.unlink()
-                removed.append(path)
-    return removed
 
 
 def is_photo_name(path: Path) -> bool:

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fr_shield.app.photo_files import (
     Photo,
@@ -44,211 +43,73 @@ from fr_shield.app.photo_files import (
     is_photo_name,
     jpeg_round_trip,
     read_photo,
-    remove_stale_parts,
     without_gps,
-    write_atomic,
 )
-from fr_shield.attacks.attack import ProtectionAttack
-from fr_shield.attacks.budget import PresetConfig, enforce_budget, load_preset, preset_names
-from fr_shield.attacks.eot import scale_families, scaled_kernel
-from fr_shield.attacks.registry import build_attack, compose_attack
-from fr_shield.core.align import FACE_CROP, align_faces
+from fr_shield.attacks.config import PresetConfig, as_dict, attack_names, compose_preset, preset_names
+from fr_shield.attacks.protector import FaceProtector, FaceRecord, quantise
+from fr_shield.attacks.registry import attack_key
+from fr_shield.core.align import align_faces
 from fr_shield.core.detect import Face, FaceDetector
 from fr_shield.core.errors import FrShieldError, ImageError
-from fr_shield.core.regions import cluster_regions, face_region, face_side, snap_region, soft_mask
+from fr_shield.core.files import remove_stale_parts, write_atomic
+from fr_shield.core.quality import FaceQuality
+from fr_shield.core.runtime import configure_torch, resolve_device
 from fr_shield.core.weights import sha256_of
+from fr_shield.models.registry import check_names
 from fr_shield.models.spec import pair_similarity
-from fr_shield.study.protected_cache import quantise
 
 MANIFEST = ".fr-shield-manifest.json"
-WORK_SIDE = 224.0  # faces whose 112-crop spans more photo pixels than this are attacked downscaled
 OTHER_IMAGE_SUFFIXES = (".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".dng",
                         ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raw", ".jp2", ".ico", ".psd")
 FAILED = ("unreadable", "unsupported", "error", "missing")
 
 
-# --------------------------------------------------------------------------- the attack on a region
+# --------------------------------------------------------------------------- one photo
 
 
-class MaskedAttack(ProtectionAttack):
-    """The shared optimiser loop with a per-pixel bound: |delta| <= linf * mask (0 beyond the faces).
+def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(device)
 
-    The base class owns the per-pixel bound (``ProtectionAttack(..., bound=...)``); this keeps
-    the attack's objective (its branches, EOT sampling) and settings.
+
+def protect_array(protector: FaceProtector, image: np.ndarray, faces: Sequence[Face],
+                  render: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, list[FaceRecord]]:
+    """Protected copy of ``image`` (H x W x 3 float in [0, 1], 8-bit values) and a record per face.
+
+    ``render`` maps a uint8 region to what the saved file will hold there (e.g. a JPEG round
+    trip); the budget is enforced on that.
     """
+    def render_tensor(region: torch.Tensor) -> torch.Tensor:
+        region = quantise(region)
+        if render is None:
+            return region
+        pixels = np.clip(np.rint(region[0].permute(1, 2, 0).cpu().numpy() * 255), 0, 255).astype(np.uint8)
+        return torch.from_numpy(np.array(render(pixels))).permute(2, 0, 1)[None].float().div(255).to(region.device)
 
-    def __init__(self, base: ProtectionAttack, bound: torch.Tensor):
-        super().__init__(base.objective, base.settings, bound=bound)
-
-
-@dataclass
-class FaceRecord:
-    box: list[float]
-    lpips: float = float("nan")
-    ssim: float = float("nan")
-    scale: float = 1.0  # lambda of the budget (1: the attack fitted as it was)
-    budget_met: bool = True
-    similarity: dict[str, float] = field(default_factory=dict)
-    work_scale: float = 1.0  # < 1: attacked on a downscaled copy of its region
+    clean = _to_tensor(image, protector.device)
+    protected, records = protector.protect(clean, [face.landmarks for face in faces], render_tensor)
+    for record, face in zip(records, faces):
+        record.box = [float(v) for v in face.box]
+    return protected[0].permute(1, 2, 0).cpu().numpy(), records
 
 
-def load_attack_config(name: str, preset: PresetConfig, surrogates: Sequence[str] | None = None) -> dict:
-    """``conf/attack/<name>.yaml`` composed by Hydra (typed), with the preset's strength on top."""
-    values = compose_attack(name)
-    if values.get("name") == "none":
-        raise ValueError("attack 'none' protects nothing; choose lowkey, ours or ours_box")
-    values.update(steps=preset.steps, step_size=preset.step_size, linf=preset.linf, alpha=preset.alpha,
-                  optimiser=preset.optimiser, normaliser=preset.normaliser)
-    if surrogates:
-        values["surrogates"] = list(surrogates)
-    return values
-
-
-def scaled_attack_config(config: dict, scale: float) -> dict:
-    """The attack settings for a face attacked at ``scale`` (< 1) of the photo's resolution: branch
-    and EOT blur kernels rounded to the nearest odd size, sigmas scaled; a blur branch that shrinks
-    under 3 px is dropped (the identity branch stays)."""
-    branches = []
-    for branch in config["branches"]:
-        if branch["kind"] != "identity":
-            kernel = scaled_kernel(branch["kernel_size"], scale)
-            if kernel < 3:
-                continue
-            sigma = None if branch.get("sigma") is None else branch["sigma"] * scale
-            branch = {**branch, "kernel_size": kernel, "sigma": sigma}
-        if branch not in branches:
-            branches.append(branch)
-    scaled = {**config, "branches": branches or [{"kind": "identity", "kernel_size": 1, "sigma": None}]}
-    if config.get("eot") is not None:
-        scaled["eot"] = {**config["eot"], "families": scale_families(config["eot"].get("families"), scale)}
-    return scaled
-
-
-class FaceProtector:
-    """Protects the faces of one photo array; holds the surrogates, the attack and the metric."""
-
-    def __init__(self, preset: PresetConfig, attack_config: dict, device: torch.device | str = "cpu",
-                 weights_dir: str | Path | None = None, surrogates: list[torch.nn.Module] | None = None,
-                 perceptual: torch.nn.Module | None = None, metric: torch.nn.Module | None = None,
-                 work_side: float = WORK_SIDE):
-        from fr_shield.core.perceptual import stlpips
-
-        self.preset = preset
-        self.config = attack_config
-        self.device = torch.device(device)
-        if metric is None:
-            metric = stlpips("alex", weights_dir).to(self.device)
-        if perceptual is None and attack_config["alpha"] > 0:
-            perceptual = metric
-        self.attack = build_attack(attack_config, weights_dir, self.device, surrogates=surrogates, perceptual=perceptual)
-        self.models = list(self.attack.objective.surrogates)
-        self.metric = metric
-        self.work_side = work_side
-
-    @property
-    def model_names(self) -> list[str]:
-        return [m.spec.name for m in self.models]
-
-    def regions(self, faces: Sequence[Face], image_hw: tuple[int, int]) -> list[tuple[tuple[int, int, int, int], list[int]]]:
-        specs = [m.spec for m in self.models]
-        rects = []
-        for face in faces:
-            scale = min(1.0, self.work_side / face_side(face.landmarks))
-            margin = (self.attack.objective.reach // 2 + 6) / scale
-            rects.append(snap_region(face_region(face.landmarks, specs, margin), image_hw))
-        return cluster_regions(rects)
-
-    def protect(self, image: np.ndarray, faces: Sequence[Face], render: Callable[[np.ndarray], np.ndarray] | None = None,
-                on_region: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[FaceRecord]]:
-        """Protected copy of ``image`` (H x W x 3 float in [0, 1], 8-bit values) and a record per face.
-
-        ``render`` maps a uint8 region to what the saved file will hold there (e.g. a JPEG round
-        trip); the budget is enforced on that.
-        """
-        result = image.copy()
-        records = [FaceRecord(box=[float(v) for v in face.box]) for face in faces]
-        groups = self.regions(faces, image.shape[:2])
-        for number, ((x0, y0, x1, y1), members) in enumerate(groups):
-            landmarks = [faces[i].landmarks - np.array([x0, y0], np.float32) for i in members]
-            clean = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1)[None].to(self.device)
-            delta, work_scale = self._attack_region(clean, landmarks)
-
-            def render_tensor(region: torch.Tensor) -> torch.Tensor:
-                region = quantise(region)
-                if render is None:
-                    return region
-                pixels = np.clip(np.rint(region[0].permute(1, 2, 0).cpu().numpy() * 255), 0, 255).astype(np.uint8)
-                return torch.from_numpy(np.array(render(pixels))).permute(2, 0, 1)[None].float().div(255).to(region.device)
-
-            outcome = enforce_budget(clean, delta, landmarks, self.preset.budget, self.metric, render_tensor)
-            final = quantise((clean + outcome.scale * delta).clamp(0, 1))
-            result[y0:y1, x0:x1] = final[0].permute(1, 2, 0).cpu().numpy()
-            for slot, index in enumerate(members):
-                records[index].lpips = outcome.lpips[slot]
-                records[index].ssim = outcome.ssim[slot]
-                records[index].scale = outcome.scale
-                records[index].budget_met = outcome.met
-                records[index].work_scale = work_scale
-            if on_region is not None:
-                on_region(number + 1, len(groups))
-        return result, records
-
-    def _attack_at(self, scale: float) -> ProtectionAttack:
-        """The attack with its blur branches scaled to the working resolution.
-
-        A platform blurs the photo at its own resolution: median k = 11 on a photo whose face is
-        attacked at half size is median k ~ 5 at the working size (``scaled_attack_config``).
-        Every other setting (EOT, momentum, ensemble weights) is kept.
-        """
-        if scale >= 1.0:
-            return self.attack
-        objective = self.attack.objective
-        return build_attack(scaled_attack_config(self.config, scale), device=self.device,
-                            surrogates=list(objective.surrogates), perceptual=objective.perceptual)
-
-    def _attack_region(self, clean: torch.Tensor, landmarks: list[np.ndarray]) -> tuple[torch.Tensor, float]:
-        """The masked perturbation for one region [1, 3, h, w] at full resolution."""
-        height, width = clean.shape[-2:]
-        scale = min(1.0, self.work_side / min(face_side(points) for points in landmarks))
-        if scale < 1.0:
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            work = F.interpolate(clean, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-            fx, fy = size[1] / width, size[0] / height
-            work_points = [np.stack([(p[:, 0] + 0.5) * fx - 0.5, (p[:, 1] + 0.5) * fy - 0.5], 1).astype(np.float32)
-                           for p in landmarks]
-            to_region = np.array([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5]])
-        else:
-            work, work_points, to_region = clean, landmarks, np.array([[1.0, 0, 0], [0, 1.0, 0]])
-        mask = soft_mask(tuple(work.shape[-2:]), landmarks, to_region).to(work.device)
-        attack = MaskedAttack(self._attack_at(scale), (self.preset.linf * mask)[None, None])
-        with torch.enable_grad():
-            protected = attack(work, [work_points]).protected
-        delta = (protected - work).detach()
-        if scale < 1.0:
-            delta = F.interpolate(delta, size=(height, width), mode="bilinear", align_corners=False)
-            delta = delta * soft_mask((height, width), landmarks, np.array([[1.0, 0, 0], [0, 1.0, 0]])).to(delta.device)
-        return delta, scale
-
-    @torch.no_grad()
-    def measure(self, original: np.ndarray, protected: np.ndarray, faces: Sequence[Face],
-                records: list[FaceRecord]) -> None:
-        """Fill each record's LPIPS, SSIM and per-model similarity from the pixels as written."""
-        from fr_shield.core.quality import ssim
-
-        if not faces:
-            return
-        clean = torch.from_numpy(original).permute(2, 0, 1).to(self.device)
-        saved = torch.from_numpy(protected).permute(2, 0, 1).to(self.device)
-        points = [face.landmarks for face in faces]
-        a, b = align_faces(clean, points, FACE_CROP), align_faces(saved, points, FACE_CROP)
-        lpips, ssims = self.metric(a, b).cpu().tolist(), ssim(a, b).cpu().tolist()
-        per_model = {}
-        for model in self.models:
-            per_model[model.spec.name] = pair_similarity(model(align_faces(clean, points, model.spec)),
-                                                    model(align_faces(saved, points, model.spec)), model.spec).cpu().tolist()
-        for index, record in enumerate(records):
-            record.lpips, record.ssim = lpips[index], ssims[index]
-            record.similarity = {name: values[index] for name, values in per_model.items()}
+@torch.no_grad()
+def measure(protector: FaceProtector, original: np.ndarray, protected: np.ndarray, faces: Sequence[Face],
+            records: list[FaceRecord]) -> None:
+    """Fill each record's LPIPS, SSIM, Delta E and per-model similarity from the pixels as written."""
+    if not faces:
+        return
+    clean, saved = _to_tensor(original, protector.device), _to_tensor(protected, protector.device)
+    points = [face.landmarks for face in faces]
+    scores = FaceQuality(clean, points, protector.metric).scores(saved)
+    per_model = {}
+    for model in protector.models:
+        per_model[model.spec.name] = pair_similarity(model(align_faces(clean[0], points, model.spec)),
+                                                     model(align_faces(saved[0], points, model.spec)),
+                                                     model.spec).cpu().tolist()
+    for index, record in enumerate(records):
+        record.lpips, record.ssim, record.delta_e = (scores["lpips"][index], scores["ssim"][index],
+                                                     scores["delta_e"][index])
+        record.similarity = {name: values[index] for name, values in per_model.items()}
 
 
 # --------------------------------------------------------------------------- the run over files
@@ -331,10 +192,10 @@ def _row(file: str, status: str, **values) -> dict:
     return row
 
 
-def settings_key(preset: PresetConfig, attack_config: dict, options: ProtectOptions) -> str:
-    values = {"preset": asdict(preset), "attack": attack_config, "keep_gps": options.keep_gps,
-              "no_face": options.no_face}
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def settings_key(preset: PresetConfig, options: ProtectOptions) -> str:
+    """What a finished output depends on besides its source: the attack (with its weights) and the options."""
+    values = {"attack": attack_key(preset.attack), "keep_gps": options.keep_gps, "no_face": options.no_face}
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Manifest:
@@ -405,10 +266,10 @@ def protect_file(job: Job, protector_factory: Callable[[], FaceProtector], detec
     protector = protector_factory()
     on_stage(f"protect {len(faces)} face(s)")
     render = jpeg_round_trip if photo.format == "JPEG" else None
-    protected, records = protector.protect(photo.rgb, faces, render)
+    protected, records = protect_array(protector, photo.rgb, faces, render)
     data = encode_protected(photo, protected, options.keep_gps)
     written = _decode(data, photo)
-    protector.measure(photo.rgb, written, faces, records)
+    measure(protector, photo.rgb, written, faces, records)
     write_atomic(job.target, data)
     if any(not r.budget_met for r in records):
         notes.append("budget not reachable even unperturbed (lossy re-encoding)")
@@ -472,17 +333,14 @@ class RunResult:
 
 
 def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
-                protector_factory: Callable[[PresetConfig, dict, torch.device], FaceProtector] | None = None,
+                protector_factory: Callable[[PresetConfig, torch.device], FaceProtector] | None = None,
                 detector: FaceDetector | None = None, log: Callable[[str], None] = print) -> RunResult:
     """Protect ``inputs`` into ``out``; ``protector_factory`` lets tests inject tiny models."""
     from tqdm import tqdm
 
-    from fr_shield.core.runtime import configure_torch, resolve_device
-
     if options.no_face not in ("copy", "skip"):
         raise UsageError(f"--no-face must be copy or skip, not {options.no_face!r}")
-    preset = load_preset(options.preset)
-    attack_config = load_attack_config(options.attack or preset.attack, preset, options.surrogates)
+    preset = load_preset(options)
     out = Path(out).expanduser().resolve()
     jobs, rows = plan_jobs(inputs, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -491,13 +349,13 @@ def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
     configure_torch(options.threads)
     device = resolve_device(options.device)
     manifest = Manifest(out)
-    key = settings_key(preset, attack_config, options)
+    key = settings_key(preset, options)
     cache: dict[str, object] = {}
 
     def get_protector() -> FaceProtector:
         if "protector" not in cache:
-            factory = protector_factory or (lambda p, c, d: FaceProtector(p, c, d, options.weights_dir))
-            cache["protector"] = factory(preset, attack_config, device)
+            factory = protector_factory or (lambda p, d: FaceProtector(p.attack, d, options.weights_dir))
+            cache["protector"] = factory(preset, device)
         return cache["protector"]
 
     def get_detector() -> FaceDetector:
@@ -530,8 +388,9 @@ def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
         interrupted = True
     finally:
         bar.close()
-    models = get_protector().model_names if "protector" in cache else list(attack_config["surrogates"])
-    report = {"preset": asdict(preset), "attack": attack_config, "out": str(out), "device": str(device),
+    models = get_protector().model_names if "protector" in cache else list(preset.attack.surrogates)
+    report = {"preset": {"name": preset.name, "target": preset.target, "transforms": preset.transforms},
+              "attack": as_dict(preset.attack), "out": str(out), "device": str(device),
               "interrupted": interrupted, "files": rows,
               "totals": {status: sum(r["status"] == status for r in rows) for status in sorted({r["status"] for r in rows})}}
     log(format_table(rows, models))
@@ -548,19 +407,36 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def load_preset(options: ProtectOptions) -> PresetConfig:
+    """The preset with ``--attack`` and ``--surrogates`` applied; any unknown name is one clear error,
+    before a photo is read."""
+    preset = compose_preset(options.preset, options.attack)
+    if options.surrogates:
+        preset.attack.surrogates = check_names(options.surrogates)
+    else:
+        check_names(preset.attack.surrogates)
+    return preset
+
+
+def describe_presets() -> list[str]:
+    loaded = sorted((compose_preset(name) for name in preset_names()), key=lambda p: (p.attack.linf, p.attack.lpips_max))
+    return [f"  {p.name:5s} ST-LPIPS<={p.attack.lpips_max} SSIM>={p.attack.ssim_min} "
+            f"Linf={round(p.attack.linf * 255)}/255, {p.attack.steps} steps ({p.attack.name}): {p.target}"
+            for p in loaded]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    loaded = sorted((load_preset(name) for name in preset_names()), key=lambda p: (p.linf, p.lpips_max))
-    presets = [p.name for p in loaded]
-    described = [f"  {p.name:5s} ST-LPIPS<={p.lpips_max} SSIM>={p.ssim_min} Linf={round(p.linf * 255)}/255, "
-                 f"{p.steps} steps ({p.attack}): {p.target}" for p in loaded]
+    presets = preset_names()
+    described = describe_presets()
     parser = argparse.ArgumentParser(
         prog="fr-shield protect", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Protect every face in your photos against face recognition. Originals are never modified.",
         epilog="presets:\n" + "\n".join(described))
     parser.add_argument("paths", nargs="+", type=Path, help="photos or folders (searched recursively)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (not the input folder or inside it)")
-    parser.add_argument("--preset", default="mid", choices=presets, help="protection level (default: mid)")
-    parser.add_argument("--attack", default=None, help="attack config in conf/attack/ (default: the preset's)")
+    parser.add_argument("--preset", default="mid", help=f"protection level: {', '.join(presets)} (default: mid)")
+    parser.add_argument("--attack", default=None,
+                        help=f"attack in conf/attack/: {', '.join(attack_names())} (default: the preset's)")
     parser.add_argument("--surrogates", default=None,
                         help="comma-separated surrogate models (default: the attack's; onnx:<path> for your own)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -25,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fr_shield.app import check, protect
 from fr_shield.core import weights
 from fr_shield.core.errors import WeightError
 from fr_shield.core.paths import cache_root
@@ -101,8 +102,6 @@ def fetch(names: list[str] | None = None, folder: str | Path | None = None, log=
 def demo(out: Path, preset: str = "mid", device: str = "auto", threads: int | None = None,
          names: list[str] | None = None, folder: Path | None = None, log=print) -> int:
     """Fetch the samples, protect them into ``out/protected`` and check them into ``out/check``."""
-    from fr_shield.app import check, protect
-
     paths = fetch(names, folder, log)
     out = Path(out).expanduser().resolve()
     originals = out / "originals"

@@ -2,8 +2,8 @@
 
 LowKey's reference loop: start from x + U(-0.005, 0.005), then 50 signed-gradient ascent steps
 of 0.0025 on the full-resolution photo, clamped to [0, 1], with no L-infinity projection in the
-LPIPS variant. Adam on the perturbation is the alternative optimiser. Images whose faces list is
-empty pass through unchanged.
+LPIPS variant. How a gradient becomes a step is a step rule (``fr_shield.attacks.steps``: signed,
+with optional MI-FGSM momentum, or Adam). Images whose faces list is empty pass through unchanged.
 
 Early stop (``stop_margin``, off in the reference configs): an image stops moving once every
 surrogate's embedding of every face and branch view is ``stop_margin`` past the model's match
@@ -13,10 +13,7 @@ Hard budgets the base owns (all off by default, so the reference configs are unc
 
 - ``linf``: a scalar L-infinity bound, projected after every step;
 - a per-pixel bound tensor (``bound``, e.g. ``linf * soft face mask``: 0 beyond the faces), fixed
-  for the attack or given per call and per image; where it is 0 the photo is never changed;
-- ``momentum`` (MI-FGSM, Dong et al. 2018): signed steps follow the sign of an accumulated,
-  per-image L1-normalised gradient, g <- mu * g + grad / mean|grad|, which transfers better to
-  models outside the ensemble than the sign of the raw gradient.
+  for the attack or given per call and per image; where it is 0 the photo is never changed.
 """
 
 from __future__ import annotations
@@ -24,13 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
+from fr_shield.attacks.config import AttackConfig
 from fr_shield.attacks.objective import Faces, ProtectionObjective
+from fr_shield.attacks.steps import create_step_rule
 
 
 @dataclass(frozen=True)
 class OptimiserSettings:
-    optimiser: str = "signed"  # signed | adam
+    optimiser: str = "signed"  # a step rule of fr_shield.attacks.steps: signed | adam
     steps: int = 50
     step_size: float = 0.0025
     init_noise: float = 0.005  # half-width of the uniform starting noise
@@ -48,16 +48,40 @@ class AttackResult:
     steps_taken: list[int] = field(default_factory=list)  # per image: steps applied before it stopped
 
 
+ATTACKS: dict[str, type[ProtectionAttack]] = {}  # filled by @register_attack (fr_shield.attacks.registry)
+
+
+def register_attack(name: str):
+    """Class decorator: make an attack available as ``method: <name>`` in ``conf/attack``."""
+    def add(cls: type[ProtectionAttack]) -> type[ProtectionAttack]:
+        ATTACKS[name] = cls
+        return cls
+    return add
+
+
 class ProtectionAttack:
-    """``attack(images, faces)`` -> protected images; ``images`` itself is never modified."""
+    """``attack(images, faces)`` -> protected images; ``images`` itself is never modified.
+
+    Subclasses are the attacks: each builds its objective from the typed config
+    (``build_objective``); the base owns the start, the bounds, the step rule and early stop.
+    """
+
+    @classmethod
+    def build_objective(cls, config: AttackConfig, surrogates: list[nn.Module],
+                        perceptual: nn.Module | None) -> ProtectionObjective:
+        raise NotImplementedError(f"{cls.__name__} does not build an objective")
+
+    @classmethod
+    def from_config(cls, config: AttackConfig, surrogates: list[nn.Module],
+                    perceptual: nn.Module | None) -> ProtectionAttack:
+        settings = OptimiserSettings(config.optimiser, config.steps, config.step_size, config.init_noise,
+                                     config.linf, config.seed, config.stop_margin, config.momentum)
+        return cls(cls.build_objective(config, surrogates, perceptual), settings)
 
     def __init__(self, objective: ProtectionObjective, settings: OptimiserSettings = OptimiserSettings(),
                  bound: torch.Tensor | None = None):
         """``bound``: a per-pixel bound on |delta| broadcast to every image (e.g. [1, 1, H, W])."""
-        if settings.optimiser not in ("signed", "adam"):
-            raise ValueError(f"unknown optimiser '{settings.optimiser}'; use signed or adam")
-        if settings.momentum is not None and (settings.optimiser != "signed" or not 0 <= settings.momentum):
-            raise ValueError("momentum needs the signed optimiser and a decay >= 0")
+        create_step_rule(settings.optimiser, settings.step_size, settings.momentum)  # fails early on a bad rule
         if bound is not None and (bound < 0).any():
             raise ValueError("a per-pixel bound must be >= 0")
         self.objective = objective
@@ -105,53 +129,25 @@ class ProtectionAttack:
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         noise = (torch.rand(clean.shape, generator=generator) * 2 - 1) * settings.init_noise
         start = self._project(clean + noise.to(clean.device), clean, bounds)
-        velocity = torch.zeros_like(clean) if settings.momentum is not None else None
         all_targets = self.objective.targets(clean, faces)
         result = AttackResult(start, steps_taken=[settings.steps] * len(faces))
-        # The perturbation is the optimised variable; signed steps and Adam both update it.
+        # The perturbation is the optimised variable; the step rule updates it in place.
         delta = (start - clean).detach()
-        adam = None
-        if settings.optimiser == "adam":
-            delta.requires_grad_(True)
-            adam = torch.optim.Adam([delta], lr=settings.step_size, maximize=True)
+        rule = create_step_rule(settings.optimiser, settings.step_size, settings.momentum)
+        rule.start(clean, delta)
         active = list(range(len(faces)))
         for step in range(settings.steps):
             work_clean, work_faces = clean[active], [faces[i] for i in active]
             targets = all_targets if len(active) == len(faces) else all_targets.select(active, faces)
             weights = None if photo_weights is None else photo_weights[active]
-            work_bounds = None if bounds is None else bounds[active]
             active_index = torch.as_tensor(active, device=clean.device)
-            if adam is not None:
-                current = clean[active] + delta[active]
-            else:
-                current = (work_clean + delta[active]).requires_grad_(True)
-            value, parts = self.objective(current, work_clean, work_faces, targets, weights)
+            point = rule.point(active_index)
+            value, parts = self.objective(point, work_clean, work_faces, targets, weights)
             self._record(result, active, len(faces), value, parts)
             if on_step is not None:
                 on_step(step, value.detach(), parts)
             moving = self._still_moving(parts["margin"])
-            if adam is not None:
-                adam.zero_grad()
-                value.sum().backward()
-                before = delta.detach().clone()
-                adam.step()
-                with torch.no_grad():  # keep clean + delta inside [0, 1] and the budget
-                    delta.copy_(self._project(clean + delta, clean, bounds) - clean)
-                    # Adam's momentum would move stopped images too: put them back.
-                    stopped = torch.ones(len(faces), dtype=torch.bool, device=clean.device)
-                    stopped[active_index[moving]] = False
-                    delta[stopped] = before[stopped]
-            else:
-                (gradient,) = torch.autograd.grad(value.sum(), current)
-                with torch.no_grad():
-                    direction = gradient
-                    if velocity is not None:  # MI-FGSM: accumulate the L1-normalised gradient
-                        scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-                        velocity[active_index] = settings.momentum * velocity[active_index] + gradient / scale
-                        direction = velocity[active_index]
-                    stepped = self._project(current + settings.step_size * direction.sign(), work_clean,
-                                            work_bounds) - work_clean
-                    delta[active_index[moving]] = stepped[moving]
+            rule.update(point, value, active_index, moving, bounds, self._project)
             for slot in (~moving).nonzero().flatten().tolist():
                 result.steps_taken[active[slot]] = step
             active = [image for image, keep in zip(active, moving.tolist()) if keep]

@@ -17,7 +17,7 @@ Both draw from one ``torch.Generator`` seeded by ``seed`` and reset at the start
 One draw per step (and per surrogate, for DI) serves the whole batch, so a photo's draws do not
 depend on which photos share its batch.
 
-The differentiable JPEG is Kornia's ``jpeg_codec_differentiable`` (Reich et al., 2024: DCT, the
+The differentiable JPEG (``fr_shield.core.transforms.differentiable_jpeg``) is Kornia's ``jpeg_codec_differentiable`` (Reich et al., 2024: DCT, the
 standard quantisation tables scaled by quality, a smooth rounding). It does not reproduce libjpeg
 bit for bit (chroma up-sampling and rounding differ); ``tests/test_eot.py`` checks it against a
 real PIL re-encoding: mean absolute difference <= 1.5/255 and PSNR >= 33 dB at quality 75 on a
@@ -26,37 +26,21 @@ real LFW photo (measured: 0.6/255 mean at quality 75 and 90, 1.8/255 at quality 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from kornia.enhance import jpeg_codec_differentiable
 from torch import nn
 
+from fr_shield.attacks.attack import register_attack
+from fr_shield.attacks.config import AttackConfig
+from fr_shield.attacks.lowkey import LowKey
 from fr_shield.attacks.objective import Branch, Faces, ProtectionObjective, Targets
 from fr_shield.core import transforms
 
 JPEG_TOLERANCE_MEAN = 1.5 / 255  # mean |kornia - libjpeg| allowed by the tests, quality 75
 JPEG_TOLERANCE_PSNR = 33.0  # dB between kornia's codec and libjpeg's, quality 75
-
-
-def differentiable_jpeg(images: torch.Tensor, quality: float) -> torch.Tensor:
-    """JPEG encode-decode at ``quality`` (1..100) that gradients pass through (Kornia's codec)."""
-    quality_tensor = torch.tensor([float(quality)], device=images.device, dtype=images.dtype)
-    return jpeg_codec_differentiable(images.clamp(0, 1), quality_tensor).clamp(0, 1)
-
-
-# The differentiable stand-in of each operator transform family (``fr_shield.core.transforms`` names).
-EOT_FAMILIES: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {
-    "none": lambda images, level=None: images,
-    "median_blur": transforms.median_blur,
-    "box_blur": transforms.box_blur,
-    "gaussian_blur2d": transforms.gaussian_blur2d,
-    "motion_blur": transforms.motion_blur,
-    "jpeg": differentiable_jpeg,
-    "resize": transforms.resize,
-}
 
 
 @dataclass(frozen=True)
@@ -67,8 +51,9 @@ class EOTFamily:
     levels: tuple = (None,)
 
     def __post_init__(self):
-        if self.name not in EOT_FAMILIES:
-            raise ValueError(f"unknown EOT transform '{self.name}'; use {', '.join(EOT_FAMILIES)}")
+        if transforms.get(self.name).differentiable is None:  # get() raises for an unknown name
+            names = [t.name for t in transforms.TRANSFORMS.values() if t.differentiable is not None]
+            raise ValueError(f"EOT transform '{self.name}' has no differentiable twin; use {', '.join(names)}")
         if not self.levels:
             raise ValueError(f"EOT transform '{self.name}' needs at least one level")
 
@@ -83,15 +68,6 @@ DEFAULT_FAMILIES: tuple[EOTFamily, ...] = (
 )
 
 
-# Families whose levels are kernel sizes in pixels: they scale with the working resolution.
-KERNEL_FAMILIES = ("median_blur", "box_blur", "gaussian_blur2d", "motion_blur")
-
-
-def scaled_kernel(kernel: int, scale: float) -> int:
-    """A blur kernel for a photo worked on at ``scale`` of its size: the nearest odd size."""
-    return 2 * round((kernel * scale - 1) / 2) + 1
-
-
 def scale_families(items: Sequence[dict] | None, scale: float) -> list[dict]:
     """EOT families (config form) for a photo attacked at ``scale`` of its size: each blur kernel
     is rounded to the nearest odd size (kernels under 3 are dropped, and a blur family left with
@@ -99,9 +75,9 @@ def scale_families(items: Sequence[dict] | None, scale: float) -> list[dict]:
     families = items if items is not None else [{"name": f.name, "levels": list(f.levels)} for f in DEFAULT_FAMILIES]
     scaled = []
     for item in families:
-        levels = item.get("levels")
-        if item["name"] in KERNEL_FAMILIES and levels:
-            levels = sorted({k for k in (scaled_kernel(level, scale) for level in levels) if k >= 3})
+        levels, transform = item.get("levels"), transforms.get(item["name"])
+        if transform.scales_with_resolution and levels:
+            levels = sorted({k for k in (transform.scaled(level, scale) for level in levels) if k is not None})
             if not levels:
                 continue
         scaled.append({**item, "levels": levels})
@@ -139,8 +115,8 @@ class EOTObjective(ProtectionObjective):
 
     @property
     def reach(self) -> int:
-        kernels = [level for family in self.eot.families if family.name in KERNEL_FAMILIES for level in family.levels]
-        return max([super().reach, *kernels])
+        reaches = [transforms.get(family.name).reach(level) for family in self.eot.families for level in family.levels]
+        return max([super().reach, *reaches])
 
     def reset(self) -> None:
         """Restart the random draws (done at the start of every attack, in ``targets``)."""
@@ -164,7 +140,7 @@ class EOTObjective(ProtectionObjective):
 
     def views(self, adversarial: torch.Tensor) -> list[torch.Tensor]:
         fixed = super().views(adversarial)
-        sampled = [EOT_FAMILIES[name](adversarial, level) for name, level in self.draw()]
+        sampled = [transforms.get(name).differentiable(adversarial, level) for name, level in self.draw()]
         return fixed + sampled
 
     def model_input(self, crops: torch.Tensor, model: nn.Module) -> torch.Tensor:
@@ -188,3 +164,21 @@ def families_from_config(items: Sequence[dict] | None) -> tuple[EOTFamily, ...]:
     if items is None:
         return DEFAULT_FAMILIES
     return tuple(EOTFamily(item["name"], tuple(item.get("levels") or (None,))) for item in items)
+
+
+@register_attack("ours_eot")
+class OursEOT(LowKey):
+    """"ours" with expectation over the operator's transforms, momentum and input diversity."""
+
+    @classmethod
+    def build_objective(cls, config: AttackConfig, surrogates: list[nn.Module],
+                        perceptual: nn.Module | None) -> ProtectionObjective:
+        eot = config.eot
+        families = None if eot is None or eot.families is None else [
+            {"name": f.name, "levels": list(f.levels)} for f in eot.families]
+        settings = EOTSettings(families_from_config(families), eot.samples if eot else 0,
+                               float(config.input_diversity or 0.0), eot.diversity_shrink if eot else 0.9,
+                               eot.seed if eot else 0)
+        branches = [Branch(b.kind, b.kernel_size, b.sigma) for b in config.branches]
+        return EOTObjective(surrogates, branches, config.normaliser, config.alpha, perceptual,
+                            config.surrogate_weights, eot=settings)

@@ -37,20 +37,33 @@ Faces = list[list[np.ndarray]]  # per image, the 5 x 2 landmarks of each protect
 class Branch:
     """One view of the protected photo the surrogates must fail on."""
 
-    kind: str = "identity"  # identity | gaussian | median | box
-    kernel_size: int = 1
+    kind: str = "identity"  # a differentiable transform of fr_shield.core.transforms (identity, gaussian, median, ...)
+    kernel_size: int = 1  # its level (a kernel size for the blurs)
     sigma: float | None = None  # gaussian only; None: OpenCV's rule for the kernel size
 
+    def __post_init__(self):
+        transform = self.transform  # raises for an unknown name
+        if transform.differentiable is None:
+            raise ValueError(f"branch '{self.kind}' has no differentiable twin; use one of "
+                             f"{', '.join(t.short for t in transforms.TRANSFORMS.values() if t.differentiable)}")
+        if self.sigma is not None and transform.name != "gaussian_blur2d":
+            raise ValueError(f"sigma is a setting of the gaussian branch, not of '{self.kind}'")
+
+    @property
+    def transform(self) -> transforms.Transform:
+        return transforms.get(self.kind)
+
+    @property
+    def reach(self) -> int:
+        return self.transform.reach(self.kernel_size)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.kind == "identity":
+        transform = self.transform
+        if transform.name == "none":
             return images
-        if self.kind == "gaussian":
-            return transforms.gaussian_blur2d(images, self.kernel_size, self.sigma)
-        if self.kind == "median":
-            return transforms.median_blur(images, self.kernel_size)
-        if self.kind == "box":
-            return transforms.box_blur(images, self.kernel_size)
-        raise ValueError(f"unknown branch kind '{self.kind}'; use identity, gaussian, median or box")
+        if self.sigma is not None:
+            return transform.differentiable(images, self.kernel_size, self.sigma)
+        return transform.differentiable(images, self.kernel_size)
 
 
 def crops_of(images: torch.Tensor, faces: Faces, spec: ModelSpec) -> torch.Tensor:
@@ -118,7 +131,7 @@ class ProtectionObjective(nn.Module):
     @property
     def reach(self) -> int:
         """The widest kernel (px) any view applies: how far outside a face crop pixels matter."""
-        return max(branch.kernel_size for branch in self.branches)
+        return max(branch.reach for branch in self.branches)
 
     def views(self, adversarial: torch.Tensor) -> list[torch.Tensor]:
         """The views of the photo every surrogate must fail on (one per branch; EOT adds sampled ones)."""
@@ -174,7 +187,7 @@ class ProtectionObjective(nn.Module):
         """Per image: mean of LPIPS on its face crops (averaged) and on the full photo.
 
         ``photo_weights`` scales the full-photo part per image: a region cut out of a larger photo
-        stands for that photo (see ``fr_shield.attacks.regions``).
+        stands for that photo (see ``fr_shield.attacks.protector``).
         """
         if self.perceptual is None or self.alpha == 0:
             return adversarial.new_zeros(len(faces))

@@ -1,91 +1,90 @@
-"""Build an attack from its typed config (``conf/attack/*.yaml``)."""
+"""The attack registry: ``AttackConfig.method`` -> attack class, and the key of what an attack makes.
+
+A new attack is one module holding a ``ProtectionAttack`` subclass marked ``@register_attack(name)``
+(listed in ``ATTACK_MODULES`` below) plus one ``conf/attack/<name>.yaml`` with ``method: <name>``.
+The class turns the typed config into its objective (``build_objective``); the base class owns the
+loop, the bounds and the step rule.
+
+``attack_key`` names a protected photo's cache folder: the hash of the whole resolved attack
+config (less ``NOT_IN_CACHE_KEY``, settings that cannot change a photo) and of the SHA-256 of
+every weight file the attack runs (surrogates and the perceptual metric). A new setting is keyed
+the day it is added, with no list to update.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from fr_shield.attacks.attack import OptimiserSettings, ProtectionAttack
-from fr_shield.attacks.eot import EOTObjective, EOTSettings, families_from_config
-from fr_shield.attacks.objective import Branch, ProtectionObjective
+from fr_shield.attacks.attack import ATTACKS, ProtectionAttack
+from fr_shield.attacks.config import BUDGET_KEYS, NOT_IN_CACHE_KEY, AttackConfig, as_dict, to_attack_config
+from fr_shield.core.errors import ConfigError
 from fr_shield.core.perceptual import stlpips
-from fr_shield.models import create
+from fr_shield.core.weights import WEIGHTS, sha256_of
+from fr_shield.models import create, get_spec
+from fr_shield.models.onnx_user import spec_path
+from fr_shield.models.registry import ONNX_PREFIX, UnknownModel
 
-# Settings that change what an attack produces: they key the cache of protected photos.
-RESULT_KEYS = ("surrogates", "branches", "normaliser", "optimiser", "steps", "step_size",
-               "init_noise", "linf", "alpha", "lpips_backbone", "faces", "seed")
-# Later settings: keyed only when set, so photos protected before they existed stay valid.
-OPTIONAL_RESULT_KEYS = ("stop_margin", "momentum", "input_diversity", "surrogate_weights", "eot", "mask",
-                        "ssim_min", "lpips_max")
-# Applied after the attack (fr_shield.attacks.budget): photos that differ only in these share one attack.
-BUDGET_KEYS = ("ssim_min", "lpips_max")
-MASKS = ("face",)
+# The modules that register attacks: importing them fills ``ATTACKS``.
+ATTACK_MODULES = ("fr_shield.attacks.lowkey", "fr_shield.attacks.ours", "fr_shield.attacks.eot")
 
 
-def as_dict(config) -> dict:
-    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+def attack_classes() -> dict[str, type[ProtectionAttack]]:
+    for module in ATTACK_MODULES:
+        importlib.import_module(module)
+    return dict(ATTACKS)
 
 
-def compose_attack(name: str, overrides: Sequence[str] = ()) -> dict:
-    """``conf/attack/<name>.yaml`` composed by Hydra against its typed schema, with ``overrides``
-    (e.g. ``speed=fast``), as a plain dict: for tools that build an attack outside ``fr_shield.study.job``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def build_attack(config, weights_dir: str | Path | None = None, device: torch.device | str = "cpu",
+                 surrogates: list[torch.nn.Module] | None = None,
+                 perceptual: torch.nn.Module | None = None) -> ProtectionAttack:
+    """The attack ``config`` asks for; ``surrogates`` / ``perceptual`` replace the named networks
+    (tests pass tiny ones; a borrowed GPU passes copies it loaded itself)."""
+    config = to_attack_config(config)
+    classes = attack_classes()
+    if config.method not in classes:
+        raise ConfigError(f"unknown attack method '{config.method}'; choose one of: {', '.join(classes)}")
+    models = surrogates or [create(name, weights_dir, device) for name in config.surrogates]
+    if perceptual is None and config.alpha > 0:
+        perceptual = stlpips(config.lpips_backbone, weights_dir).to(device)
+    return classes[config.method].from_config(config, models, perceptual)
 
-    from fr_shield.core.paths import conf_dir
-    from fr_shield.study.config import register_configs
 
-    register_configs()
-    if GlobalHydra.instance().is_initialized():  # a caller's own Hydra app or an earlier compose
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return as_dict(compose("config", overrides=[f"attack={name}", "logger=none", *overrides]).attack)
+@lru_cache(maxsize=64)
+def _file_digest(path: str, stamp: int) -> str:
+    return sha256_of(Path(path))
+
+
+def _weights_of(model: str) -> list[str]:
+    """SHA-256 of the files behind one model name (a user's ONNX file and its spec, or pinned weights)."""
+    if model.startswith(ONNX_PREFIX):
+        files = [Path(model[len(ONNX_PREFIX):]).expanduser()]
+        files.append(spec_path(files[0]))
+        return [_file_digest(str(f), f.stat().st_mtime_ns) if f.is_file() else "absent" for f in files]
+    try:
+        spec = get_spec(model)
+    except UnknownModel:  # a network handed in by the caller (tests' tiny ones): keyed by its name alone
+        return ["not in the registry"]
+    return [WEIGHTS[name].sha256 for name in spec.weights]
 
 
 def attack_key(config, with_budget: bool = True) -> str:
     """A short hash of everything that determines the protected photo (``with_budget=False``: of
     the attack's own output, before the per-face budget scales it)."""
-    values = as_dict(config)
-    keyed = {k: values[k] for k in RESULT_KEYS}
-    optional = [k for k in OPTIONAL_RESULT_KEYS if with_budget or k not in BUDGET_KEYS]
-    keyed.update({k: values[k] for k in optional if values.get(k) is not None})
-    return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+    config = to_attack_config(config)
+    values = {k: v for k, v in as_dict(config).items() if k not in NOT_IN_CACHE_KEY}
+    # An unset budget and no budget are one thing: the attack's own output.
+    values = {k: v for k, v in values.items() if k not in BUDGET_KEYS or (with_budget and v is not None)}
+    weights = {model: _weights_of(model) for model in config.surrogates}
+    if config.alpha > 0:
+        weights["perceptual"] = [WEIGHTS[f"stlpips_{config.lpips_backbone}"].sha256]
+    text = json.dumps({"attack": values, "weights": weights}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def has_budget(config) -> bool:
-    values = as_dict(config)
-    return any(values.get(k) is not None for k in BUDGET_KEYS)
-
-
-def build_attack(config, weights_dir: str | Path | None = None,
-                 device: torch.device | str = "cpu", surrogates: list[torch.nn.Module] | None = None,
-                 perceptual: torch.nn.Module | None = None) -> ProtectionAttack:
-    values = as_dict(config)
-    if values.get("mask") is not None and values["mask"] not in MASKS:
-        raise ValueError(f"unknown mask '{values['mask']}'; use {', '.join(MASKS)} or null")
-    models = surrogates or [create(name, weights_dir, device) for name in values["surrogates"]]
-    if perceptual is None and values["alpha"] > 0:
-        perceptual = stlpips(values["lpips_backbone"], weights_dir).to(device)
-    branches = [Branch(**branch) for branch in values["branches"]]
-    common = (models, branches, values["normaliser"], values["alpha"], perceptual, values.get("surrogate_weights"))
-    eot, diversity = values.get("eot"), values.get("input_diversity")
-    if eot is not None or diversity is not None:
-        eot = eot or {"samples": 0}
-        objective = EOTObjective(*common, eot=EOTSettings(
-            families_from_config(eot.get("families")), eot.get("samples", 2), float(diversity or 0.0),
-            eot.get("diversity_shrink", 0.9), eot.get("seed", 0)))
-    else:
-        objective = ProtectionObjective(*common)
-    settings = OptimiserSettings(values["optimiser"], values["steps"], values["step_size"], values["init_noise"],
-                                 values["linf"], values["seed"], values.get("stop_margin"), values.get("momentum"))
-    attack = ProtectionAttack(objective, settings)
-    if values.get("mask") == "face":
-        from fr_shield.attacks.masking import FaceMaskAttack
-
-        attack = FaceMaskAttack(attack)
-    return attack
+__all__ = ["AttackConfig", "attack_classes", "attack_key", "build_attack"]

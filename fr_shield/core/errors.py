@@ -15,3 +15,7 @@ class ImageError(FrShieldError):
 
 class DataError(FrShieldError):
     """A dataset folder is missing, empty or too small for the request."""
+
+
+class ConfigError(FrShieldError, ValueError):
+    """An unknown config, preset, attack or model name, or a setting out of range."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fr_shield.core.detect import DetectorConfig, Face, FaceDetector
+from fr_shield.core.files import write_atomic
 from fr_shield.core.imageio import load_rgb
 
 
@@ -48,9 +49,6 @@ class FaceIndex:
 
     def save(self) -> None:
         if self.cache_file and self._dirty:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.cache_file.with_suffix(".part")
-            partial.write_text(json.dumps(self._entries))
-            partial.replace(self.cache_file)
+            write_atomic(self.cache_file, json.dumps(self._entries).encode())
             self._dirty = False
 

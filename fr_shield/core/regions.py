@@ -17,6 +17,7 @@ import torch
 from fr_shield.core.align import ARCFACE_112, FACE_CROP, Crop, similarity_transform
 
 BLOCK = 8  # JPEG's block size
+EDGE = 6  # px of context beyond half the widest kernel: bilinear taps and the warp's ROI margin
 
 # The soft face mask, in the 112 x 112 ArcFace crop of each face: an ellipse over face and hairline,
 # full strength inside radius INNER, a cosine fall-off to zero at radius OUTER.
@@ -110,3 +111,9 @@ def soft_mask(shape_hw: tuple[int, int], landmarks: Sequence[np.ndarray], to_pho
         ramp = np.clip((radius - MASK_INNER) / (MASK_OUTER - MASK_INNER), 0.0, 1.0)
         mask = np.maximum(mask, 0.5 * (1.0 + np.cos(np.pi * ramp)))
     return torch.from_numpy(mask.reshape(height, width).astype(np.float32))
+
+
+def region_margin(reach: int, scale: float = 1.0) -> float:
+    """The one margin rule: how far (photo px) beyond a face's crops its work reads, for kernels up
+    to ``reach`` px applied at ``scale`` of the photo's resolution."""
+    return (reach // 2 + EDGE) / scale

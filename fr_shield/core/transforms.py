@@ -1,4 +1,12 @@
-"""The FR operator's image transforms: a name -> ``Transform`` registry.
+"""The image transforms an FR operator (or a platform) applies: the one ``Transform`` registry.
+
+Each entry carries everything any part of fr_shield needs of a transform: its name (the value in
+``results.csv`` and ``conf/blur/``), its short name and the one label format for a level
+(``median_k9``, ``jpeg_q75``, ``resize_x0.5``, ``none``: metrics, check reports, trade-off cells),
+the operator's own version (``fn``: a real JPEG), the version ``fr-shield check`` applies
+(``platform``: the same result, in bounded memory), a differentiable twin for attack branches
+and EOT (``differentiable``: Kornia's differentiable JPEG for ``jpeg``), and how a level scales
+when a face is worked on at a lower resolution (kernel sizes shrink; JPEG quality does not).
 
 Every transform takes a batch ``[B, C, H, W]`` of float images in [0, 1] and a level, and returns a
 batch of the same shape, clamped to [0, 1]. Families and their levels:
@@ -33,7 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia import filters as KF
+from kornia.enhance import jpeg_codec_differentiable
 from PIL import Image
+
+from fr_shield.core.errors import ConfigError
 
 KERNEL_SIZES: tuple[int, ...] = (3, 5, 7, 9, 11, 17)
 JPEG_QUALITIES: tuple[int, ...] = (90, 75, 50, 30, 10)
@@ -186,39 +197,115 @@ def identity(images: torch.Tensor, level: object = None) -> torch.Tensor:
     return images
 
 
+def differentiable_jpeg(images: torch.Tensor, quality: float) -> torch.Tensor:
+    """JPEG encode-decode at ``quality`` (1..100) that gradients pass through (Kornia's codec:
+    DCT, the standard tables scaled by quality, a smooth rounding; close to libjpeg, not equal)."""
+    quality_tensor = torch.tensor([float(quality)], device=images.device, dtype=images.dtype)
+    return jpeg_codec_differentiable(images.clamp(0, 1), quality_tensor).clamp(0, 1)
+
+
+def median_blur_bounded(images: torch.Tensor, kernel_size: int, budget_bytes: float = 3e8) -> torch.Tensor:
+    """``median_blur`` over horizontal strips: the same result in bounded memory (the median's
+    memory grows with k^2 per pixel; a big face's region would need gigabytes at once)."""
+    _check_images(images)
+    kernel = _check_kernel(kernel_size)
+    height, width = images.shape[-2:]
+    rows = max(kernel, int(budget_bytes / (kernel * kernel * images.shape[1] * width * 4 * 2)))
+    if rows >= height:
+        return median_blur(images, kernel)
+    half = kernel // 2
+    parts = []
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        start, stop = max(0, top - half), min(height, bottom + half)
+        strip = median_blur(images[..., start:stop, :], kernel)
+        parts.append(strip[..., top - start:top - start + (bottom - top), :])
+    return torch.cat(parts, dim=-2)
+
+
+class UnknownTransform(ConfigError, KeyError):
+    """A transform name the registry does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+LEVEL_PREFIX = {"kernel_size": "k", "quality": "q", "factor": "x", "none": ""}
+
+
 @dataclass(frozen=True)
 class Transform:
-    """One family of operator transforms and the levels a benchmark sweeps by default."""
+    """One family of transforms, its levels and its twins (see the module docstring)."""
 
     name: str
-    fn: Callable[[torch.Tensor, object], torch.Tensor]
-    levels: tuple
+    short: str  # label prefix: median_k9
+    fn: Callable[..., torch.Tensor]  # the operator's transform
+    levels: tuple  # the levels a benchmark sweeps by default
     level_name: str  # "kernel_size", "quality", "factor" or "none"
-    differentiable: bool
+    differentiable: Callable[..., torch.Tensor] | None  # twin for attack branches and EOT; None: none
     description: str = ""
+    platform: Callable[..., torch.Tensor] | None = None  # what check applies (default: fn)
 
     def __call__(self, images: torch.Tensor, level: object = None) -> torch.Tensor:
         return self.fn(images, level)
 
+    def apply_platform(self, images: torch.Tensor, level: object = None) -> torch.Tensor:
+        return (self.platform or self.fn)(images, level)
 
-def _kernel_family(name: str, fn: Callable, description: str) -> Transform:
-    return Transform(name, fn, KERNEL_SIZES, "kernel_size", True, description)
+    def label(self, level: object = None) -> str:
+        """The one label of this transform at ``level``: ``median_k9``, ``jpeg_q75``, ``resize_x0.5``."""
+        if self.level_name == "none" or level is None:
+            return "none"
+        if isinstance(level, float) and level.is_integer() and self.level_name != "factor":
+            level = int(level)
+        return f"{self.short}_{LEVEL_PREFIX[self.level_name]}{level}"
+
+    @property
+    def scales_with_resolution(self) -> bool:
+        return self.level_name == "kernel_size"
+
+    def scaled(self, level: object, scale: float) -> object | None:
+        """The level for a photo worked on at ``scale`` (< 1) of its size: kernels rounded to the
+        nearest odd size (None when under 3 px: the transform vanishes there); others unchanged."""
+        if not self.scales_with_resolution or level is None:
+            return level
+        kernel = scaled_kernel(int(level), scale)
+        return kernel if kernel >= 3 else None
+
+    def reach(self, level: object) -> int:
+        """How far (px) one output pixel reads around it: the kernel; 1 for the others."""
+        return int(level) if self.scales_with_resolution and level is not None else 1
+
+
+def scaled_kernel(kernel: int, scale: float) -> int:
+    """A blur kernel for a photo worked on at ``scale`` of its size: the nearest odd size."""
+    return 2 * round((kernel * scale - 1) / 2) + 1
+
+
+def _kernel_family(name: str, short: str, fn: Callable, description: str, differentiable: bool = True,
+                   platform: Callable | None = None) -> Transform:
+    return Transform(name, short, fn, KERNEL_SIZES, "kernel_size", fn if differentiable else None, description, platform)
 
 
 TRANSFORMS: dict[str, Transform] = {
     t.name: t
     for t in (
-        Transform("none", identity, (None,), "none", True, "no transform"),
-        _kernel_family("median_blur", median_blur, "median filter, reflect borders"),
-        _kernel_family("box_blur", box_blur, "box filter, reflect borders"),
-        _kernel_family("gaussian_blur2d", gaussian_blur2d, "gaussian, OpenCV sigma rule, reflect borders"),
-        _kernel_family("motion_blur", motion_blur, "motion blur, angle 45, direction 0, reflect borders"),
-        _kernel_family("max_blur_pool2d", max_blur_pool2d, "max-blur-pool stride 2, resized back"),
-        _kernel_family("blur_pool2d", blur_pool2d, "blur-pool stride 2, resized back"),
-        Transform("jpeg", jpeg, JPEG_QUALITIES, "quality", False, "JPEG round trip (PIL, 4:2:0)"),
-        Transform("resize", resize, RESIZE_FACTORS, "factor", True, "antialiased down-scale, then back up"),
+        Transform("none", "none", identity, (None,), "none", identity, "no transform"),
+        _kernel_family("median_blur", "median", median_blur, "median filter, reflect borders",
+                       platform=median_blur_bounded),
+        _kernel_family("box_blur", "box", box_blur, "box filter, reflect borders"),
+        _kernel_family("gaussian_blur2d", "gaussian", gaussian_blur2d, "gaussian, OpenCV sigma rule, reflect borders"),
+        _kernel_family("motion_blur", "motion", motion_blur, "motion blur, angle 45, direction 0, reflect borders"),
+        _kernel_family("max_blur_pool2d", "max", max_blur_pool2d, "max-blur-pool stride 2, resized back",
+                       differentiable=False),
+        _kernel_family("blur_pool2d", "pool", blur_pool2d, "blur-pool stride 2, resized back", differentiable=False),
+        Transform("jpeg", "jpeg", jpeg, JPEG_QUALITIES, "quality", differentiable_jpeg,
+                  "JPEG round trip (PIL, 4:2:0); differentiable twin: Kornia's codec"),
+        Transform("resize", "resize", resize, RESIZE_FACTORS, "factor", resize, "antialiased down-scale, then back up"),
     )
 }
+# Other names of a transform: its short name, and "identity" for the attacks' unblurred branch.
+_ALIASES = {**{t.short: t.name for t in TRANSFORMS.values()}, "identity": "none"}
 
 
 def available() -> list[str]:
@@ -226,9 +313,36 @@ def available() -> list[str]:
 
 
 def get(name: str) -> Transform:
-    if name not in TRANSFORMS:
-        raise KeyError(f"unknown transform '{name}'; available: {', '.join(available())}")
-    return TRANSFORMS[name]
+    """A transform by its name or short name (``median_blur`` or ``median``; ``identity`` is ``none``)."""
+    key = _ALIASES.get(name, name)
+    if key not in TRANSFORMS:
+        raise UnknownTransform(f"unknown transform '{name}'; choose one of: {', '.join(available())}")
+    return TRANSFORMS[key]
+
+
+def label(name: str, level: object = None) -> str:
+    """``label("median_blur", 9) == "median_k9"`` (see ``Transform.label``)."""
+    return get(name).label(level)
+
+
+def parse_label(text: str) -> tuple[Transform, object]:
+    """``"median_k9"`` -> (median_blur, 9); ``"jpeg_q75"`` -> (jpeg, 75); ``"none"`` -> (none, None)."""
+    if text == "none":
+        return TRANSFORMS["none"], None
+    short, _, rest = text.rpartition("_")
+    try:
+        transform = get(short)
+    except KeyError:
+        transform = None
+    prefix = LEVEL_PREFIX.get(transform.level_name) if transform else None
+    if not transform or not prefix or not rest.startswith(prefix):
+        raise ValueError(f"not a transform label: '{text}' (e.g. none, median_k9, box_k11, jpeg_q75, resize_x0.5)")
+    value = rest[len(prefix):]
+    try:
+        level = float(value) if transform.level_name == "factor" else int(value)
+    except ValueError as error:
+        raise ValueError(f"not a transform label: '{text}' (bad level '{value}')") from error
+    return transform, level
 
 
 def apply(name: str, images: torch.Tensor, level: object = None) -> torch.Tensor:

@@ -53,8 +53,11 @@ class OnnxSpecError(FrShieldError, ValueError):
 
 
 def spec_path(model_path: str | Path) -> Path:
-    """The spec file that belongs to ``model_path``: same folder, same stem, ``.yaml``."""
-    return Path(model_path).with_suffix(".yaml")
+    """The spec file that belongs to ``model_path``, beside it: ``model.onnx.yaml`` if it exists,
+    else ``model.yaml`` (both spellings are accepted; the first wins when both exist)."""
+    model_path = Path(model_path)
+    full = model_path.with_name(model_path.name + ".yaml")
+    return full if full.is_file() else model_path.with_suffix(".yaml")
 
 
 def _check_model_file(path: Path) -> None:

@@ -9,6 +9,7 @@ Clean embeddings depend only on the photo's bytes and the model, so they are cac
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from fr_shield.core.align import align_faces
+from fr_shield.core.files import write_atomic
 from fr_shield.core.imageio import load_rgb
 from fr_shield.models.spec import ModelSpec
 
@@ -52,10 +54,9 @@ class EmbeddingCache:
 
     def save(self) -> None:
         if self.file and self._dirty:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.file.with_suffix(".part")
-            torch.save(self.entries, partial)
-            partial.replace(self.file)
+            buffer = io.BytesIO()
+            torch.save(self.entries, buffer)
+            write_atomic(self.file, buffer.getvalue())
             self._dirty = False
 
 

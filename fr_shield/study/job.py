@@ -25,6 +25,7 @@ from fr_shield.core.errors import FrShieldError
 from fr_shield.core.face_index import FaceIndex
 from fr_shield.core.paths import CONF_PACKAGE, cache_root
 from fr_shield.core.runtime import configure_torch, resolve_device
+from fr_shield.study import tradeoff
 from fr_shield.study.benchmark import BenchmarkPlan, describe, locate_faces, run_benchmark
 from fr_shield.study.config import register_configs
 from fr_shield.study.data import DataConfig, load_split
@@ -84,8 +85,6 @@ def job(config: DictConfig) -> Path:
 def _tradeoff_job(config: DictConfig, located, output_dir: Path, cache: Path, device, summary: dict,
                   started: float) -> Path:
     """``experiment=tradeoff``: one attack at several budgets under several transforms."""
-    from fr_shield.study import tradeoff
-
     if config.attack.name == "none":
         raise FrShieldError("the trade-off needs an attack (attack=lowkey|ours|ours_box|ours_eot)")
     table = tradeoff.job(config, located, output_dir, cache, device)

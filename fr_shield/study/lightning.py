@@ -1,6 +1,7 @@
-"""Lightning wrapper: the surrogate ensemble and the attack optimiser as one LightningModule.
+"""Lightning wrapper: the face protector (surrogate ensemble and attack loop) as one LightningModule.
 
-``Trainer.predict`` runs the attack on each batch in ``predict_step``; Lightning supplies device
+``Trainer.predict`` protects each batch of photos in ``predict_step`` (``FaceProtector.perturb``:
+regions, mask, attack; the per-face budget is applied by the caller, on the cached output); Lightning supplies device
 placement, precision and the progress bar. Predict runs under ``torch.inference_mode`` by
 default, which forbids the gradients the attack needs: the Trainer must be built with
 ``inference_mode=False`` (``make_trainer`` does).
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fr_shield.attacks.attack import ProtectionAttack
+from fr_shield.attacks.protector import FaceProtector
 
 
 class PhotoBatchDataset(Dataset):
@@ -33,11 +34,12 @@ class PhotoBatchDataset(Dataset):
 
 
 class ProtectionModule(L.LightningModule):
-    def __init__(self, attack: ProtectionAttack):
+    def __init__(self, protector: FaceProtector):
         super().__init__()
-        self.attack = attack
-        # Registered as a submodule so Lightning moves the surrogates and LPIPS to the device.
-        self.objective = attack.objective
+        self.protector = protector
+        # Registered as submodules so Lightning moves the surrogates and LPIPS to the device.
+        self.objective = protector.attack.objective
+        self.metric = protector.metric
         self._steps_logged = 0
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
@@ -49,11 +51,11 @@ class ProtectionModule(L.LightningModule):
     def predict_step(self, batch, batch_idx: int):
         keys, images, faces = batch
         started = time.perf_counter()
-        with torch.enable_grad():
-            result = self.attack(images, faces, on_step=self._log_step)
+        regions = self.protector.perturb(images, faces, on_step=self._log_step)
+        protected = torch.cat([FaceProtector.paste(images[i:i + 1], parts) for i, parts in enumerate(regions)])
         seconds = time.perf_counter() - started
-        return {"keys": keys, "protected": result.protected.cpu(), "objective": result.objective,
-                "lpips": result.lpips, "seconds_per_image": seconds / max(len(keys), 1)}
+        return {"keys": keys, "protected": protected.cpu(), "regions": regions,
+                "seconds_per_image": seconds / max(len(keys), 1)}
 
     def _log_step(self, step: int, value: torch.Tensor, parts: dict) -> None:
         if self.logger is not None:

@@ -18,6 +18,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from fr_shield.core import transforms
 from fr_shield.core.paths import default_tracking_db
 
 PARENT_FILE = ".mlflow_parent_run"
@@ -27,19 +28,6 @@ def tracking_uri(configured: str | None = None) -> str:
     if configured:
         return configured
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_tracking_db()}"
-
-
-# Metric names use the short family names of ``conf/blur/``.
-SHORT_NAMES = {"median_blur": "median", "box_blur": "box", "gaussian_blur2d": "gaussian", "motion_blur": "motion",
-               "max_blur_pool2d": "max", "blur_pool2d": "pool", "jpeg": "jpeg", "resize": "resize"}
-
-
-def level_label(transform: str, level) -> str:
-    """``median_blur``, 9 -> ``median_k9``; jpeg 75 -> ``jpeg_q75``; resize 0.5 -> ``resize_x0.5``."""
-    if transform == "none" or level is None:
-        return "none"
-    prefix = {"jpeg": "q", "resize": "x"}.get(transform, "k")
-    return f"{SHORT_NAMES.get(transform, transform)}_{prefix}{level}"
 
 
 def pivots(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -108,7 +96,7 @@ def _log_curves(quality: pd.DataFrame) -> None:
 def _metric_rows(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for row in table.itertuples():
-        label = level_label(row.transform, None if pd.isna(row.level) else row.level)
+        label = transforms.label(row.transform, None if pd.isna(row.level) else row.level)
         for metric in ("top1", "top5"):
             rows.append({"model_metric": f"{metric}/{row.subset}/{row.model}/{label}", "value": getattr(row, metric)})
     return pd.DataFrame(rows)

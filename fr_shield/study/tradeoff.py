@@ -30,13 +30,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fr_shield.attacks.registry import as_dict
+from fr_shield.attacks.config import as_dict
 from fr_shield.core import transforms
+from fr_shield.core.imageio import load_rgb
 from fr_shield.models import create
 from fr_shield.study.embed import Embedder, EmbeddingCache
+from fr_shield.study.figures import comparison_strip
 from fr_shield.study.identification import evaluate, similarity_matrix
 from fr_shield.study.protected_cache import protect_photos
-from fr_shield.study.tracking import level_label
+from fr_shield.study.tracking import _parent_run_id, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def evaluate_budgets(config, located, files: dict[str, dict[Path, Path]], device
                                         [i.identity for i in split.gallery], probe_mask, tuple(config.eval.ranks)):
                         rows.append({"attack": config.attack.name if label != "clean" else "none", "budget": label,
                                      "transform": transform.name, "level": level,
-                                     "cell": level_label(transform.name, level), "model": model_name,
+                                     "cell": transforms.label(transform.name, level), "model": model_name,
                                      "role": role if label != "clean" else "clean", **row})
     return pd.DataFrame(rows)
 
@@ -134,8 +136,6 @@ def log_to_mlflow(config, table: pd.DataFrame, quality_path: Path, table_path: P
                   sweep_dir: str | None) -> str:
     import mlflow
     from omegaconf import OmegaConf
-
-    from fr_shield.study.tracking import _parent_run_id, tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(config.logger.tracking_uri))
     mlflow.set_experiment(config.logger.experiment)
@@ -249,9 +249,6 @@ def markdown_tables(points: pd.DataFrame) -> str:
 
 def write_strips(quality: pd.DataFrame, out: Path, budget: str, limit: int = 2, amplify: float = 8.0) -> list[Path]:
     """before | after | |difference| x amplify for the first photos of each attack at ``budget``."""
-    from fr_shield.core.imageio import load_rgb
-    from fr_shield.study.figures import comparison_strip
-
     written = []
     rows = quality[quality["budget"] == budget]
     for attack, group in rows.groupby("attack", sort=False):
@@ -283,8 +280,6 @@ def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool =
     (out / "tradeoff_tables.md").write_text(text + "\n")
     if log:
         import mlflow
-
-        from fr_shield.study.tracking import tracking_uri
 
         mlflow.set_tracking_uri(tracking_uri(uri))
         mlflow.set_experiment("fr_shield")

@@ -1,0 +1,175 @@
+"""Typed configs of an attack and of a protection preset, and their Hydra composition.
+
+``conf/attack/<name>.yaml`` is validated against ``AttackConfig`` and ``conf/preset/<name>.yaml``
+against ``PresetConfig`` (which composes an attack config under ``attack``): a misspelt key or a
+value of the wrong type fails at composition with Hydra's own message. The same typed object
+travels from Hydra to the attack loop; nothing copies its fields into dicts on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from fr_shield.core.errors import ConfigError
+from fr_shield.core.paths import conf_dir
+
+
+@dataclass
+class BranchConfig:
+    kind: str = "identity"  # a differentiable transform of fr_shield.core.transforms: identity, gaussian, median, box
+    kernel_size: int = 1
+    sigma: float | None = None  # gaussian only; None: OpenCV's rule for the kernel size
+
+
+@dataclass
+class EOTFamilyConfig:
+    name: str = "median_blur"  # a fr_shield.core.transforms name with a differentiable twin
+    levels: list[Any] = field(default_factory=lambda: [None])
+
+
+@dataclass
+class EOTConfig:
+    """Expectation over transformations, sampled each step (``fr_shield.attacks.eot``)."""
+
+    samples: int = 2  # transforms drawn per step, added to the fixed branches
+    # null: the study's blurs (median/box/gaussian k 3-11), JPEG 50-90 (differentiable), resize 1/2, 3/4
+    families: list[EOTFamilyConfig] | None = None
+    diversity_shrink: float = 0.9  # smallest shrink of input diversity (attack.input_diversity)
+    seed: int = 0
+
+
+@dataclass
+class AttackConfig:
+    """One protection setting. Defaults are LowKey's reference settings (DESIGN.md section 2).
+
+    ``name`` labels the setting (tables, sweeps); ``method`` picks the attack class from the
+    registry (``fr_shield.attacks.registry``); ``optimiser`` picks the step rule
+    (``fr_shield.attacks.steps``).
+    """
+
+    name: str = "none"
+    method: str = "lowkey"
+    surrogates: list[str] = field(default_factory=lambda: ["sface", "dlib_resnet", "facenet_casia"])
+    branches: list[BranchConfig] = field(default_factory=lambda: [BranchConfig()])
+    normaliser: str = "norm"  # norm: /|f| (LowKey's code); norm_squared: /|f|^2 (the study's "ours")
+    optimiser: str = "signed"  # a step rule: signed | adam
+    steps: int = 50
+    step_size: float = 0.0025
+    init_noise: float = 0.005
+    linf: float | None = None  # hard L-infinity bound; None: unbounded (LowKey's LPIPS variant)
+    alpha: float = 0.05  # weight of the perceptual penalty (re-tune: ST-LPIPS, not AlexNet-LPIPS)
+    lpips_backbone: str = "alex"
+    faces: str = "all"  # all | first (LowKey protects only the first detected face)
+    batch_size: int = 8
+    seed: int = 0
+    # Early stop: an image stops once every surrogate's embedding of every branch view is this far
+    # past the model's match threshold (similarity units). None: all steps (the reference).
+    stop_margin: float | None = None
+    momentum: float | None = None  # MI-FGSM decay of the signed steps' accumulated gradient
+    input_diversity: float | None = None  # probability of a random shrink-and-pad of each view's crop
+    surrogate_weights: list[float] | None = None  # ensemble weighting, one per surrogate (mean 1)
+    eot: EOTConfig | None = None  # sampled transform views each step
+    mask: str | None = None  # "face": perturbation confined to a soft ellipse over each face
+    # Hard per-face budget, enforced after the attack by bisection on the perturbation's scale
+    # (fr_shield.attacks.budget): SSIM of each 112 x 112 face crop >= ssim_min, its ST-LPIPS <= lpips_max.
+    ssim_min: float | None = None
+    lpips_max: float | None = None
+
+    @property
+    def has_budget(self) -> bool:
+        return self.ssim_min is not None or self.lpips_max is not None
+
+
+# Settings that cannot change a protected photo: left out of its cache key (fr_shield.attacks.registry.attack_key).
+# ``name`` only labels a setting; ``batch_size`` groups photos into one forward pass, and the
+# per-photo objective and step do not depend on the other photos of a batch.
+NOT_IN_CACHE_KEY = ("name", "batch_size")
+# Applied after the attack: photos that differ only in these share one attack's output.
+BUDGET_KEYS = ("ssim_min", "lpips_max")
+MASKS = ("face",)
+
+
+@dataclass
+class PresetConfig:
+    """One protection level of ``fr-shield protect``: an attack setting and what it aims at."""
+
+    name: str = "mid"
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    target: str = ""  # the protection this preset aims at, in words (printed by --help and the report)
+    # the check views (fr_shield.core.transforms labels) the target is meant to survive
+    transforms: list[str] = field(default_factory=lambda: ["none"])
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(group="attack", name="attack_schema", node=AttackConfig)
+    store.store(group="preset", name="preset_schema", node=PresetConfig)
+
+
+def as_dict(config) -> dict:
+    """Any form of an attack config (typed, DictConfig, dict) as a plain, resolved dict."""
+    if isinstance(config, dict):
+        return dict(config)
+    if not isinstance(config, DictConfig):
+        config = OmegaConf.structured(config)
+    return OmegaConf.to_container(config, resolve=True)
+
+
+def to_attack_config(config) -> AttackConfig:
+    """An attack config from Hydra (DictConfig), a dict or an ``AttackConfig``, validated and typed."""
+    if isinstance(config, AttackConfig):
+        return config
+    merged = OmegaConf.merge(OmegaConf.structured(AttackConfig), config)
+    return OmegaConf.to_object(merged)
+
+
+def _names(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def attack_names() -> list[str]:
+    """Every ``conf/attack`` option that protects (``none`` is the clean baseline)."""
+    return [name for name in _names("attack") if name != "none"]
+
+
+def preset_names() -> list[str]:
+    return _names("preset")
+
+
+def _compose(root: str | None, group: str, name: str, overrides: Sequence[str]) -> DictConfig:
+    known = _names(group)
+    if name not in known:
+        raise ConfigError(f"unknown {group} '{name}'; choose one of: {', '.join(known)}")
+    register_configs()
+    if GlobalHydra.instance().is_initialized():  # a caller's own Hydra app or an earlier compose
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(root, overrides=[f"{group}={name}" if root else f"+{group}={name}", *overrides])
+
+
+def compose_attack(name: str, overrides: Sequence[str] = ()) -> AttackConfig:
+    """``conf/attack/<name>.yaml`` composed by Hydra, typed. ``overrides``: settings
+    (``attack.steps=20``) or groups that write into the attack (``speed=fast``)."""
+    extra = [item if "." in item.split("=", 1)[0] else f"+{item}" for item in overrides]
+    return OmegaConf.to_object(_compose(None, "attack", name, extra).attack)
+
+
+def compose_preset(name: str, attack: str | None = None, overrides: Sequence[str] = ()) -> PresetConfig:
+    """``conf/preset/<name>.yaml`` (which composes an attack under ``attack``), typed.
+
+    ``attack`` swaps the preset's attack for another ``conf/attack`` option; the preset's own
+    strength (steps, bounds, budget) stays on top of it.
+    """
+    extra = []
+    if attack is not None:
+        if attack not in attack_names():
+            raise ConfigError(f"unknown attack '{attack}'; choose one of: {', '.join(attack_names())}")
+        extra.append(f"attack@preset.attack={attack}")
+    return OmegaConf.to_object(_compose("protect", "preset", name, [*extra, *overrides]).preset)

@@ -1,0 +1,30 @@
+"""LowKey (Cherepanova et al., ICLR 2021): push every surrogate's embedding of the photo, and of
+its Gaussian-blurred copy, away from the clean one, under a perceptual penalty.
+
+``conf/attack/lowkey.yaml`` holds the reference settings (DESIGN.md section 2): raw + Gaussian
+(k7, sigma 3) branches, /|f| normaliser, 50 signed steps of 0.0025 from +-0.005 noise.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fr_shield.attacks.attack import ProtectionAttack, register_attack
+from fr_shield.attacks.config import AttackConfig
+from fr_shield.attacks.objective import Branch, ProtectionObjective
+from fr_shield.core.errors import ConfigError
+
+
+@register_attack("lowkey")
+class LowKey(ProtectionAttack):
+    """The fixed-branch objective: one view per configured branch, every step."""
+
+    @classmethod
+    def build_objective(cls, config: AttackConfig, surrogates: list[nn.Module],
+                        perceptual: nn.Module | None) -> ProtectionObjective:
+        if config.eot is not None or config.input_diversity is not None:
+            raise ConfigError(f"attack '{config.name}': eot and input_diversity are settings of method "
+                              f"ours_eot, not {config.method}")
+        branches = [Branch(b.kind, b.kernel_size, b.sigma) for b in config.branches]
+        return ProtectionObjective(surrogates, branches, config.normaliser, config.alpha, perceptual,
+                                   config.surrogate_weights)
