@@ -29,10 +29,10 @@ verify: weights ## Model check: LFW verification accuracy of every registry mode
 	$(PY) -m fr_shield models verify --pairs 1000 --json outputs/verify.json --min-accuracy 0.97
 
 test: weights ## Set up and run the whole test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: install ## Unit tests only (no real weights or data)
-	$(PY) -m pytest -q -m "not real"
+	$(PY) -m pytest -q -m "not real" --durations=15
 
 RUN := $(PY) -m fr_shield.run
 

@@ -52,6 +52,21 @@ def weight_cache() -> Path:
     return folder
 
 
+REAL_FIXTURES = frozenset({"lfw_root", "glint_root", "weight_cache"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``real`` every test that needs real data or weights, directly or through another fixture.
+
+    ``item.fixturenames`` is the closure of the test's fixtures, so a test reaching LFW through
+    a module fixture is marked as surely as one asking for ``lfw_root`` itself: ``-m "not real"``
+    then selects only tests that run on a machine with neither the data nor the weights.
+    """
+    for item in items:
+        if REAL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real)
+
+
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

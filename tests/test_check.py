@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from marker_faces import face_photo, marker_detector
 from PIL import Image
 from tiny_models import TinyFR
 
@@ -28,18 +29,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def detector(weight_cache):
-    return FaceDetector()
+def detector():
+    """Pairing, verdicts and the report do not depend on the detector: a marker detector, no weights
+    (the real YuNet and models: ``test_verdict_flips_from_matched_to_protected_on_a_real_photo``)."""
+    return marker_detector
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory, lfw_root):
+def folders(tmp_path_factory):
     """original/ and protected/ trees: a copy, a changed photo, a no-face photo, a broken file, a missing one."""
     root = tmp_path_factory.mktemp("check")
     original, protected = root / "original", root / "protected"
     (original / "sub").mkdir(parents=True)
     (protected / "sub").mkdir(parents=True)
-    face = Image.open(lfw_root / FACE_PHOTO).convert("RGB")
+    face = face_photo()
     face.save(original / "same.jpg", quality=95)
     shutil.copyfile(original / "same.jpg", protected / "same.jpg")
     face.save(original / "sub" / "noisy.png")
@@ -73,7 +76,13 @@ def test_check_folders_and_report(folders, detector, tmp_path):
     assert face["detected_in_protected"] and face["similarity"]["tiny"]["none"] == pytest.approx(1.0, abs=1e-5)
     assert face["matched"]["tiny"]["none"] and "tiny@none" in face["matched_under"]
     assert set(face["similarity"]["tiny40"]) == {"none", "jpeg_q75", "resize_x0.5", "median_k11", "box_k11"}
-    assert photos["sub/noisy.png"]["verdict"] in ("matched", "protected")
+    noisy = photos["sub/noisy.png"]["faces"][0]
+    assert noisy["detected_in_protected"]
+    for model, scores in noisy["similarity"].items():
+        assert scores["none"] < face["similarity"][model]["none"] - 1e-5, (model, scores)  # the noise counts
+        assert noisy["matched"][model] == {t: v >= 0.5 for t, v in scores.items()}  # vs the threshold, 0.5
+    # Noise (sigma 25) does not fool the tiny models: still matched, under every transform.
+    assert photos["sub/noisy.png"]["verdict"] == "matched" and len(noisy["matched_under"]) == 2 * 5
     assert photos["flat.jpg"]["verdict"] == "no face"
     assert photos["broken.jpg"]["verdict"] == "error" and "not an image" in photos["broken.jpg"]["reason"]
     assert photos["unprotected_only.jpg"]["verdict"] == "missing"

@@ -9,9 +9,6 @@ from PIL import Image
 from fr_shield.core.errors import DataError
 from fr_shield.study.data import DataConfig, load_split, make_split, natural_key, scan_identities
 
-SHARED_GLINT = Path(__file__).resolve().parents[2] / "shared" / "data" / "glint24-aligned"
-
-
 def _png(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(path)
@@ -126,9 +123,8 @@ def test_data_config_and_load_split(dataset: Path):
         load_split(DataConfig())
 
 
-@pytest.mark.skipif(not SHARED_GLINT.is_dir(), reason="shared Glint24 data not present")
-def test_scan_shared_glint24():
-    identities = scan_identities(SHARED_GLINT)
+def test_scan_shared_glint24(glint_root: Path):
+    identities = scan_identities(glint_root)
     assert len(identities) == 24
     first = next(iter(identities.values()))
     assert [p.name for p in first[:3]] == ["0.png", "1.png", "2.png"]

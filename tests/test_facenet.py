@@ -9,24 +9,15 @@ import pytest
 import torch
 
 from fr_shield.core import weights
-from fr_shield.core.errors import WeightError
 from fr_shield.models import facenet, tf_graph
 
-LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-deepfunneled"
 # Two photos each of four people: well-known, many LFW images, frontal enough for YuNet.
 PEOPLE = ["Colin_Powell", "George_W_Bush", "Serena_Williams", "Tony_Blair"]
 
 
-def _weight_or_skip(name: str) -> Path:
-    try:
-        return weights.path(name)
-    except WeightError as error:
-        pytest.skip(str(error))
-
-
 @pytest.fixture(scope="module")
-def graph_path() -> Path:
-    return _weight_or_skip("facenet_casia")
+def graph_path(weight_cache) -> Path:
+    return weights.path("facenet_casia", weight_cache)
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +41,14 @@ def _align(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def faces() -> torch.Tensor:
+def faces(lfw_root, weight_cache) -> torch.Tensor:
     """[8, 3, 160, 160] RGB crops in [0, 1]: two per person of ``PEOPLE``, aligned with YuNet."""
     import cv2
 
-    if not LFW.is_dir():
-        pytest.skip(f"LFW not found at {LFW}")
-    detector = cv2.FaceDetectorYN.create(str(_weight_or_skip("yunet")), "", (250, 250), 0.6)
+    detector = cv2.FaceDetectorYN.create(str(weights.path("yunet", weight_cache)), "", (250, 250), 0.6)
     crops = []
     for person in PEOPLE:
-        for path in sorted((LFW / person).glob("*.jpg"))[:2]:
+        for path in sorted((lfw_root / person).glob("*.jpg"))[:2]:
             bgr = cv2.imread(str(path))
             detector.setInputSize((bgr.shape[1], bgr.shape[0]))
             _, found = detector.detect(bgr)

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from fr_shield.study.identification import evaluate, rank_k_accuracy, ranks, similarity_matrix
+from fr_shield.study.identification import evaluate, ranks, similarity_matrix
 
 GALLERY = ["a", "a", "b", "c"]
+
+
+def rank_k_accuracy(similarity, probe_labels, gallery_labels, ks):
+    """``{k: fraction of probes whose identity is among the k most similar gallery items}``."""
+    result = ranks(similarity, probe_labels, gallery_labels)
+    return {k: result.accuracy(k) for k in ks}
 
 
 def test_rank_k_simple():
@@ -69,8 +75,8 @@ def test_input_checks():
         ranks(torch.tensor([[float("nan")]]), ["a"], ["a"])
     with pytest.raises(ValueError, match="labels"):
         ranks(torch.zeros(2, 3), ["a"], ["a", "b", "c"])
-    with pytest.raises(ValueError):
-        rank_k_accuracy(torch.zeros(1, 1), ["a"], ["a"], ks=(0,))
+    with pytest.raises(ValueError, match="positive integer"):
+        evaluate(torch.zeros(1, 1), ["a"], ["a"], [False], ks=(0,))
     with pytest.raises(ValueError, match="probe_protected_mask"):
         evaluate(torch.zeros(1, 1), ["a"], ["a"], [True, False])
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,42 +129,29 @@ def test_slurm_preset_hands_sbatch_the_configured_array_job(tmp_path):
 # ------------------------------------------------------------------------------------------
 # Two jobs at once on one cache and one store
 
-# Known failures of fr_shield under concurrency (tracebacks in a job's log, HYDRA_FULL_ERROR=1):
-# protected_cache._write_png_atomic and embed.EmbeddingCache.save write through one fixed temporary
-# name (".part.png", ".part") in every process, so one process can rename away the other's file;
-# and two processes opening a fresh sqlite store both create its tables (tracking.log_job).
-PNG_RACE = r"in _write_png_atomic\n"
-EMBEDDING_RACE = r'embed\.py", line \d+, in (save|__init__)\n'
-STORE_RACE = r"(table \w+ already exists|RESOURCE_ALREADY_EXISTS|UNIQUE constraint failed: experiments)"
+# A known failure under concurrency (the traceback in a job's log, HYDRA_FULL_ERROR=1): two
+# processes that open a fresh sqlite store at once both create its tables or its experiment
+# (tracking.log_job -> mlflow.set_experiment). A sweep's parent run creates the store first.
 
 
-def _start(tmp_path: Path, number: int, inputs: list[str], *overrides: str) -> subprocess.Popen:
-    log = open(tmp_path / f"job{number}.log", "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "fr_shield.run", *inputs, f"hydra.run.dir={tmp_path / f'run{number}'}", *overrides],
-        stdout=log, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT, env=_environment(),
-    )
-
-
-def _together(tmp_path: Path, inputs: list[str], *overrides: str) -> list[tuple[int, str]]:
-    processes = [_start(tmp_path, number, inputs, *overrides) for number in (0, 1)]
+def _together(tmp_path: Path, inputs: list[str]) -> list[tuple[int, str]]:
+    """Start two ``python -m fr_shield.run`` with the same inputs at once; (exit code, log) of each."""
+    logs = [tmp_path / f"job{number}.log" for number in (0, 1)]
+    processes = []
     try:
+        for number, log in enumerate(logs):
+            with open(log, "w") as handle:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "fr_shield.run", *inputs, f"hydra.run.dir={tmp_path / f'run{number}'}"],
+                    stdout=handle, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=_environment(),
+                ))
         codes = [process.wait(TIMEOUT) for process in processes]
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    return [(code, (tmp_path / f"job{number}.log").read_text()) for number, code in enumerate(codes)]
-
-
-def _xfail_on_known_race(outcomes: list[tuple[int, str]], signatures: dict[str, str]) -> None:
-    for code, log in outcomes:
-        if code == 0:
-            continue
-        for signature, bug in signatures.items():
-            if re.search(signature, log):
-                pytest.xfail(f"known concurrency bug: {bug}")
+    return [(code, log.read_text()) for code, log in zip(codes, logs)]
 
 
 @pytest.mark.real
@@ -177,10 +163,6 @@ def test_two_attack_jobs_at_once_share_the_protected_cache_and_store(tmp_path, w
               "attack.batch_size=4", f"logger.tracking_uri=sqlite:///{store}", f"cache_dir={cache}",
               f"weights_dir={weight_cache}"]
     outcomes = _together(tmp_path, inputs)
-    _xfail_on_known_race(outcomes, {
-        PNG_RACE: "two processes share one temporary file name in protected_cache._write_png_atomic",
-        EMBEDDING_RACE: "two processes share one temporary file name in embed.EmbeddingCache.save",
-    })
     for code, log in outcomes:
         assert code == 0, log[-4000:]
 
@@ -190,7 +172,8 @@ def test_two_attack_jobs_at_once_share_the_protected_cache_and_store(tmp_path, w
     (folder,) = (cache / "protected").iterdir()
     pngs = sorted(folder.glob("*.png"))
     assert len(pngs) == 2 * 2  # 2 protected identities x 2 gallery photos
-    assert not list(folder.glob("*.part*")), "a temporary file was left behind"
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".") or "part" in p.name]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
     for png in pngs:
         with Image.open(png) as image:
             image.verify()
@@ -207,16 +190,12 @@ def test_two_attack_jobs_at_once_share_the_protected_cache_and_store(tmp_path, w
 
 
 def test_two_jobs_at_once_on_a_fresh_store(tmp_path):
-    """The first use of a new sqlite store by two processes at once (no sweep made it beforehand)."""
+    """The first use of a new sqlite store by two processes at once (no sweep made it beforehand): both
+    would create its tables and one fail, unless the first use is serialised (tracking._store_lock)."""
     store = tmp_path / "mlflow.db"
     inputs = [*_tiny_inputs(tmp_path), "attack=none", f"logger.tracking_uri=sqlite:///{store}",
               f"cache_dir={tmp_path / 'cache'}"]
     outcomes = _together(tmp_path, inputs)
-    _xfail_on_known_race(outcomes, {
-        STORE_RACE: "two processes that open a fresh sqlite MLflow store at once both create its tables "
-                    "(or its experiment); tracking.log_job does not serialise the first use",
-        EMBEDDING_RACE: "two processes share one temporary file name in embed.EmbeddingCache.save",
-    })
     for code, log in outcomes:
         assert code == 0, log[-4000:]
     _, runs = _all_runs(store)

@@ -3,8 +3,14 @@ the verdict table is there, nothing is logged to the console as an error, and a 
 
 Chromium is driven through the Chrome DevTools protocol over a websocket (``websocket-client``):
 no WebDriver binary, no network. The browser is Debian's ``chromium`` package (``.ci/run``
-installs it); without it the test skips. ``experiments/images/check_report.png`` was made with
-``save_screenshot`` below (see the README's check section).
+installs it); without it the test skips.
+
+``experiments/images/check_report.png`` is ``save_screenshot`` of a real check: ``fr-shield check``
+with the three real models on two LFW photos, one protected with ``fr-shield protect --preset mid``
+and one left as it was::
+
+    cd tests && python -c "from pathlib import Path; from test_report_browser import save_screenshot; \
+        save_screenshot(Path('REPORT_DIR/report.html'), Path('../experiments/images/check_report.png'))"
 """
 
 from __future__ import annotations
@@ -181,7 +187,7 @@ def inspect_report(report_html: Path, screenshot: Path, binary: str) -> dict:
 
 
 def save_screenshot(report_html: Path, target: Path) -> dict:
-    """One-off: ``python -c 'from test_report_browser import save_screenshot; ...'`` from tests/."""
+    """Open a report in Chromium and save its full-page screenshot (the module docstring's one-off)."""
     binary = chromium_binary()
     if binary is None:
         raise RuntimeError("no chromium on PATH")

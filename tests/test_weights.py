@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -12,7 +13,7 @@ from fr_shield.core.errors import WeightError
 
 def test_every_pin_is_a_full_sha256():
     for weight in weights.WEIGHTS.values():
-        assert len(weight.sha256) == 64 and int(weight.sha256, 16) >= 0
+        assert re.fullmatch("[0-9a-f]{64}", weight.sha256), (weight.name, weight.sha256)
 
 
 def test_missing_cache_folder_names_file_package_and_fix(tmp_path):

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for name in available():
             spec = get_spec(name)
-            print(f"{name:15s} input {spec.input_size[0]}x{spec.input_size[1]} dim {spec.embedding_size:4d} "
+            print(f"{name:18s} input {spec.input_size[0]}x{spec.input_size[1]} dim {spec.embedding_size:4d} "
                   f"{spec.similarity:9s} {spec.licence:11s} {spec.source}")
         return 0
 

@@ -389,7 +389,7 @@ def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
     finally:
         bar.close()
     models = get_protector().model_names if "protector" in cache else list(preset.attack.surrogates)
-    report = {"preset": {"name": preset.name, "target": preset.target, "transforms": preset.transforms},
+    report = {"preset": {"name": preset.name, "target": preset.target},
               "attack": as_dict(preset.attack), "out": str(out), "device": str(device),
               "interrupted": interrupted, "files": rows,
               "totals": {status: sum(r["status"] == status for r in rows) for status in sorted({r["status"] for r in rows})}}

@@ -103,8 +103,6 @@ class PresetConfig:
     name: str = "mid"
     attack: AttackConfig = field(default_factory=AttackConfig)
     target: str = ""  # the protection this preset aims at, in words (printed by --help and the report)
-    # the check views (fr_shield.core.transforms labels) the target is meant to survive
-    transforms: list[str] = field(default_factory=lambda: ["none"])
 
 
 def register_configs() -> None:

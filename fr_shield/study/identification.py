@@ -131,18 +131,6 @@ def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     return tuple(int(k) for k in ks)
 
 
-def rank_k_accuracy(
-    similarity: ArrayLike,
-    probe_labels: ArrayLike | Sequence,
-    gallery_labels: ArrayLike | Sequence,
-    ks: Iterable[int] = (1, 5),
-) -> dict[int, float]:
-    """``{k: fraction of probes whose identity is among the k most similar gallery items}``."""
-    ks = _check_ks(ks)
-    result = ranks(similarity, probe_labels, gallery_labels)
-    return {k: result.accuracy(k) for k in ks}
-
-
 def evaluate(
     similarity: ArrayLike,
     probe_labels: ArrayLike | Sequence,

@@ -21,6 +21,7 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from fr_shield.attacks.config import attack_names
 from fr_shield.core.errors import FrShieldError
 from fr_shield.core.face_index import FaceIndex
 from fr_shield.core.paths import CONF_PACKAGE, cache_root
@@ -86,15 +87,15 @@ def _tradeoff_job(config: DictConfig, located, output_dir: Path, cache: Path, de
                   started: float) -> Path:
     """``experiment=tradeoff``: one attack at several budgets under several transforms."""
     if config.attack.name == "none":
-        raise FrShieldError("the trade-off needs an attack (attack=lowkey|ours|ours_box|ours_eot)")
+        raise FrShieldError(f"the trade-off needs an attack: attack={'|'.join(attack_names())}")
     table = tradeoff.job(config, located, output_dir, cache, device)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if config.logger.enabled:
         hydra_config = HydraConfig.get()
         sweep_dir = hydra_config.sweep.dir if hydra_config.mode.name == "MULTIRUN" else None
-        run_id = tradeoff.log_to_mlflow(config, table, output_dir / "quality.csv", output_dir / "tradeoff.csv",
-                                        list(hydra_config.overrides.task), sweep_dir)
+        run_id = tradeoff.log_to_mlflow(config, table, output_dir / "quality.csv", list(hydra_config.overrides.task),
+                                        sweep_dir)
         log.info("logged to MLflow run %s", run_id)
     return output_dir / "tradeoff.csv"
 

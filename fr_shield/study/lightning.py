@@ -40,7 +40,6 @@ class ProtectionModule(L.LightningModule):
         # Registered as submodules so Lightning moves the surrogates and LPIPS to the device.
         self.objective = protector.attack.objective
         self.metric = protector.metric
-        self._steps_logged = 0
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         # Only the pixels go to the accelerator: landmarks stay on the host, where alignment
@@ -51,17 +50,11 @@ class ProtectionModule(L.LightningModule):
     def predict_step(self, batch, batch_idx: int):
         keys, images, faces = batch
         started = time.perf_counter()
-        regions = self.protector.perturb(images, faces, on_step=self._log_step)
+        regions = self.protector.perturb(images, faces)
         protected = torch.cat([FaceProtector.paste(images[i:i + 1], parts) for i, parts in enumerate(regions)])
         seconds = time.perf_counter() - started
         return {"keys": keys, "protected": protected.cpu(), "regions": regions,
                 "seconds_per_image": seconds / max(len(keys), 1)}
-
-    def _log_step(self, step: int, value: torch.Tensor, parts: dict) -> None:
-        if self.logger is not None:
-            self.logger.log_metrics({"attack/objective": float(value.mean()),
-                                     "attack/lpips": float(parts["lpips"].mean())}, step=self._steps_logged)
-        self._steps_logged += 1
 
 
 class BatchSink(L.Callback):
@@ -74,19 +67,16 @@ class BatchSink(L.Callback):
         self.on_batch(outputs)
 
 
-def make_trainer(device: torch.device, progress: bool = True, logger=None, callbacks=()) -> L.Trainer:
+def make_trainer(device: torch.device, progress: bool = True, callbacks=()) -> L.Trainer:
     return L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, inference_mode=False,
-        logger=logger if logger is not None else False, enable_progress_bar=progress,
-        enable_model_summary=False, enable_checkpointing=False, callbacks=list(callbacks),
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, inference_mode=False, logger=False,
+        enable_progress_bar=progress, enable_model_summary=False, enable_checkpointing=False, callbacks=list(callbacks),
     )
 
 
-def run_protection(module: ProtectionModule, batches: list, device: torch.device, progress: bool = True,
-                   logger=None, on_batch: Callable[[dict], None] | None = None) -> list[dict] | None:
-    """Attack every batch; with ``on_batch`` each result goes there as it ends, else all are returned."""
+def run_protection(module: ProtectionModule, batches: list, device: torch.device, on_batch: Callable[[dict], None],
+                   progress: bool = True) -> None:
+    """Protect every batch; each result goes to ``on_batch`` as soon as its batch ends (the
+    per-step curves travel in the results, into each photo's quality record)."""
     loader = DataLoader(PhotoBatchDataset(batches), batch_size=None, shuffle=False)
-    if on_batch is None:
-        return make_trainer(device, progress, logger).predict(module, loader)
-    make_trainer(device, progress, logger, [BatchSink(on_batch)]).predict(module, loader, return_predictions=False)
-    return None
+    make_trainer(device, progress, [BatchSink(on_batch)]).predict(module, loader, return_predictions=False)

@@ -64,7 +64,7 @@ def study_protector(config, device: torch.device, weights_dir: str | None = None
 
 def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attack_config, cache: Path,
                    device: torch.device, weights_dir: str | None = None, progress: bool = True,
-                   logger=None, protector: FaceProtector | None = None) -> dict[Path, ProtectedPhoto]:
+                   protector: FaceProtector | None = None) -> dict[Path, ProtectedPhoto]:
     """Protect every photo (all its listed faces); cached ones are read back, not recomputed.
 
     With a per-face budget in ``attack_config``, the attack's own output is made (or read) first
@@ -73,9 +73,9 @@ def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attac
     """
     config = to_attack_config(attack_config)
     if not config.has_budget:
-        return _protect_unbudgeted(paths, faces, config, cache, device, weights_dir, progress, logger, protector)
+        return _protect_unbudgeted(paths, faces, config, cache, device, weights_dir, progress, protector)
     raw_config = to_attack_config({**as_dict(config), **{key: None for key in BUDGET_KEYS}})
-    raw = _protect_unbudgeted(paths, faces, raw_config, cache, device, weights_dir, progress, logger, protector)
+    raw = _protect_unbudgeted(paths, faces, raw_config, cache, device, weights_dir, progress, protector)
     return _apply_budget(raw, faces, config, cache, device, weights_dir, protector)
 
 
@@ -130,7 +130,7 @@ def _budget_protector(protector: FaceProtector | None, config, device, weights_d
 
 def _protect_unbudgeted(paths: list[Path], faces: dict[Path, list[np.ndarray]], config, cache: Path,
                         device: torch.device, weights_dir: str | None = None, progress: bool = True,
-                        logger=None, protector: FaceProtector | None = None) -> dict[Path, ProtectedPhoto]:
+                        protector: FaceProtector | None = None) -> dict[Path, ProtectedPhoto]:
     folder = _folder(cache, config)
     chosen = {p: _chosen(config, faces[p]) for p in paths}
     done: dict[Path, ProtectedPhoto] = {}
@@ -172,5 +172,5 @@ def _protect_unbudgeted(paths: list[Path], faces: dict[Path, list[np.ndarray]], 
             write_atomic(folder / f"{key}.json", json.dumps(quality, indent=2).encode())
             done[path] = ProtectedPhoto(path, png, quality)
 
-    run_protection(ProtectionModule(protector), batches, device, progress, logger, on_batch=save)
+    run_protection(ProtectionModule(protector), batches, device, save, progress)
     return done

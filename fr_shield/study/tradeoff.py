@@ -31,18 +31,15 @@ import pandas as pd
 import torch
 
 from fr_shield.attacks.config import as_dict
-from fr_shield.core import transforms
 from fr_shield.core.imageio import load_rgb
-from fr_shield.models import create
-from fr_shield.study.embed import Embedder, EmbeddingCache
+from fr_shield.study.benchmark import evaluate_variants
 from fr_shield.study.figures import comparison_strip
-from fr_shield.study.identification import evaluate, similarity_matrix
 from fr_shield.study.protected_cache import protect_photos
-from fr_shield.study.tracking import _parent_run_id, tracking_uri
+from fr_shield.study.tracking import cell_metrics, job_run, tracking_uri
 
 log = logging.getLogger(__name__)
 
-TARGET_SSIM, TARGET_LPIPS, TARGET_TOP1 = 0.95, 0.05, 0.05  # issue 7's target
+TARGET_SSIM, TARGET_TOP1 = 0.95, 0.05  # issue 7's target (with ST-LPIPS <= 0.05)
 QUALITY_COLUMNS = ["ssim_face", "lpips_face", "psnr_face", "ssim_photo", "psnr_photo", "linf", "budget_scale"]
 
 
@@ -78,42 +75,13 @@ def protect_budgets(config, located, cache: Path, device: torch.device) -> tuple
 def evaluate_budgets(config, located, files: dict[str, dict[Path, Path]], device: torch.device,
                      cache: Path) -> pd.DataFrame:
     """Top-1 / top-5 of every budget (and the clean photos) under every transform, every model."""
-    split, landmarks = located.split, located.landmarks
-    gallery_paths = [item.path for item in split.gallery]
-    probe_paths = [item.path for item in split.probes]
-    protected_rows = [i for i, item in enumerate(split.gallery) if item.protected]
-    sources = [gallery_paths[i] for i in protected_rows]
-    probe_mask = [item.protected for item in split.probes]
-    surrogates = set(config.attack.surrogates)
-    variants = dict(files)
-    if config.tradeoff.clean_rows:
-        variants = {"clean": {p: p for p in sources}, **variants}
-    rows = []
-    for model_name in config.eval.models:
-        model = create(model_name, config.weights_dir, device)
-        embedder = Embedder(model, device, config.eval.batch_size,
-                            EmbeddingCache(cache / "embeddings", model.spec), config.progress)
-        clean_gallery = embedder.embed(gallery_paths, [landmarks[p] for p in gallery_paths], desc=f"{model_name} gallery")
-        probes = embedder.embed(probe_paths, [landmarks[p] for p in probe_paths], desc=f"{model_name} probes")
-        role = "white-box" if model_name in surrogates else "black-box"
-        for family in config.tradeoff.transforms:
-            transform = transforms.get(family.name)
-            for level in family.levels:
-                image_fn = None if transform.name == "none" else (lambda image, t=transform, l=level: t(image, l))
-                for label, mapping in variants.items():
-                    gallery = clean_gallery.clone()
-                    if label != "clean" or image_fn is not None:
-                        gallery[protected_rows] = embedder.embed(
-                            [mapping[p] for p in sources], [landmarks[p] for p in sources], image_fn,
-                            desc=f"{model_name} {label} {transform.name} {level}")
-                    similarity = similarity_matrix(probes, gallery, model.spec.similarity)
-                    for row in evaluate(similarity, [i.identity for i in split.probes],
-                                        [i.identity for i in split.gallery], probe_mask, tuple(config.eval.ranks)):
-                        rows.append({"attack": config.attack.name if label != "clean" else "none", "budget": label,
-                                     "transform": transform.name, "level": level,
-                                     "cell": transforms.label(transform.name, level), "model": model_name,
-                                     "role": role if label != "clean" else "clean", **row})
-    return pd.DataFrame(rows)
+    variants = {"clean": None, **files} if config.tradeoff.clean_rows else dict(files)
+    families = [(family.name, list(family.levels)) for family in config.tradeoff.transforms]
+    table = evaluate_variants(located, variants, families, list(config.eval.models), device,
+                              set(config.attack.surrogates), tuple(config.eval.ranks), config.eval.batch_size,
+                              config.weights_dir, cache / "embeddings", config.progress)
+    table.insert(0, "attack", [config.attack.name if v != "clean" else "none" for v in table["variant"]])
+    return table.rename(columns={"variant": "budget"})
 
 
 def job(config, located, output_dir: Path, cache: Path, device: torch.device) -> pd.DataFrame:
@@ -132,32 +100,18 @@ def job(config, located, output_dir: Path, cache: Path, device: torch.device) ->
     return table
 
 
-def log_to_mlflow(config, table: pd.DataFrame, quality_path: Path, table_path: Path, overrides: list[str],
+def log_to_mlflow(config, table: pd.DataFrame, quality_path: Path, overrides: list[str],
                   sweep_dir: str | None) -> str:
-    import mlflow
-    from omegaconf import OmegaConf
-
-    mlflow.set_tracking_uri(tracking_uri(config.logger.tracking_uri))
-    mlflow.set_experiment(config.logger.experiment)
-    parent = _parent_run_id(sweep_dir)
-    tags = {"mlflow.parentRunId": parent} if parent else {}
+    """One run (a child of the multirun's): the table, quality.csv, one metric per cell and budget
+    (``top1/<subset>/<model>/<cell>/<budget>``) and the budgets' mean quality (``quality/...``)."""
+    metrics = cell_metrics(table, table["cell"], suffix="budget")
+    for row in table.drop_duplicates("budget").itertuples():
+        for column in ("mean_ssim_face", "mean_lpips_face", "mean_budget_scale"):
+            if hasattr(row, column) and not pd.isna(getattr(row, column)):
+                metrics[f"quality/{column[5:]}/{row.budget}"] = float(getattr(row, column))
     name = " ".join(overrides) or "tradeoff"
-    with mlflow.start_run(run_name=f"tradeoff {name}", tags={**tags, "kind": "tradeoff"}) as run:
-        flat = pd.json_normalize(OmegaConf.to_container(config, resolve=True), sep=".").iloc[0].to_dict()
-        mlflow.log_params({key: str(value)[:500] for key, value in flat.items()})
-        metrics = {}
-        for row in table.itertuples():
-            for metric in ("top1", "top5"):
-                metrics[f"{metric}/{row.subset}/{row.model}/{row.cell}/{row.budget}"] = float(getattr(row, metric))
-        for row in table.drop_duplicates("budget").itertuples():
-            for column in ("mean_ssim_face", "mean_lpips_face", "mean_budget_scale"):
-                if hasattr(row, column) and not pd.isna(getattr(row, column)):
-                    metrics[f"quality/{column[5:]}/{row.budget}"] = float(getattr(row, column))
-        mlflow.log_metrics(metrics)
-        mlflow.log_table(table, artifact_file="tradeoff.json")
-        mlflow.log_artifact(str(table_path))
-        mlflow.log_artifact(str(quality_path))
-        mlflow.log_text(OmegaConf.to_yaml(config, resolve=True), "config.yaml")
+    with job_run(config, f"tradeoff {name}", sweep_dir, tags={"kind": "tradeoff"}, metrics=metrics,
+                 tables={"tradeoff": table}, artifacts=[quality_path]) as run:
         return run.info.run_id
 
 
@@ -205,7 +159,7 @@ def plot_curves(points: pd.DataFrame, path: Path, title: str = "") -> Path:
     columns = 3
     rows = int(np.ceil(len(cells) / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
-    attacks = [a for a in ["lowkey", "ours", "ours_box", "ours_eot"] if a in set(points["attack"])]
+    attacks = list(dict.fromkeys(points.loc[points["attack"] != "none", "attack"]))  # in the tables' order
     attacks += sorted(set(points["attack"]) - set(attacks) - {"none"})
     for axis, cell in zip(axes.flat, cells):
         here = points[points["cell"] == cell]
