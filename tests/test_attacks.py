@@ -190,3 +190,23 @@ def test_only_pixels_move_to_the_accelerator():
     keys, images, faces = module.transfer_batch_to_device(loaded, torch.device("cpu"), 0)
     assert keys == ["a"] and images.shape == batch[1].shape
     assert isinstance(faces[0][0], np.ndarray) and np.allclose(faces[0][0], FACE)
+
+
+def test_feature_dropout_is_a_seeded_switch_that_leaves_the_targets_clean():
+    from fr_shield.attacks.config import compose_attack
+    from fr_shield.attacks.registry import build_attack
+
+    image = photo()
+    plain = build_attack(compose_attack("ours", ["attack.steps=4", "attack.alpha=0"]), surrogates=[TinyFR(0)])
+    dropped_config = compose_attack("ours", ["attack.steps=4", "attack.alpha=0", "attack.feature_dropout=0.2"])
+    dropped = build_attack(dropped_config, surrogates=[TinyFR(0)])
+    assert dropped.objective.feature_dropout == 0.2 and plain.objective.feature_dropout == 0.0
+    clean_targets = plain.objective.targets(image, [[FACE]]).embeddings[0]
+    assert torch.equal(dropped.objective.targets(image, [[FACE]]).embeddings[0], clean_targets)
+    with torch.no_grad():  # during the steps each call sees a different sub-network
+        first = dropped.objective.surrogate(dropped.objective.surrogates[0], torch.rand(1, 3, 32, 32))
+        again = dropped.objective.surrogate(dropped.objective.surrogates[0], torch.rand(1, 3, 32, 32))
+    assert not torch.equal(first, again)
+    one, two = dropped(image, [[FACE]]).protected, dropped(image, [[FACE]]).protected
+    assert torch.equal(one, two)  # seeded: the same attack gives the same photo
+    assert not torch.equal(one, plain(image, [[FACE]]).protected)

@@ -411,3 +411,22 @@ def test_gps_stripped_without_reencoding(tmp_path, fmt):
     with Image.open(io.BytesIO(stripped)) as image:
         assert GPS_IFD not in image.getexif() and image.getexif()[0x010F] == "TestCam"
         assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(Image.open(path).convert("RGB")))
+
+
+def test_budget_bounds_the_colour_difference_too():
+    """A budget on Delta E shrinks a coloured perturbation that SSIM alone lets through."""
+    import torch
+
+    from fr_shield.core.align import ARCFACE_112
+    from fr_shield.core.quality import FaceQuality
+
+    clean = torch.full((1, 3, 160, 160), 0.5)
+    delta = torch.zeros_like(clean)
+    delta[:, 0] = 0.06  # a red cast: small in SSIM, large in Delta E
+    points = [(ARCFACE_112 + 20).astype(np.float32)]
+    metric = TinyPerceptual()
+    loose = enforce_budget(clean, delta, points, Budget(ssim_min=0.9), metric, lambda x: x)
+    assert loose.scale == 1.0
+    tight = enforce_budget(clean, delta, points, Budget(ssim_min=0.9, delta_e_max=2.3), metric, lambda x: x)
+    colour = FaceQuality(clean, points, metric).delta_e(clean + tight.scale * delta)
+    assert tight.met and 0 < tight.scale < 1 and colour[0] <= 2.3

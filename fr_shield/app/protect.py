@@ -186,7 +186,7 @@ def plan_jobs(inputs: Sequence[Path], out: Path) -> tuple[list[Job], list[dict]]
 
 
 def _row(file: str, status: str, **values) -> dict:
-    row = {"file": file, "status": status, "reason": "", "faces": 0, "lpips": None, "ssim": None,
+    row = {"file": file, "status": status, "reason": "", "faces": 0, "lpips": None, "ssim": None, "delta_e": None,
            "similarity": {}, "scale": None, "seconds": 0.0, "notes": [], "output": None, "face_details": []}
     row.update(values)
     return row
@@ -233,6 +233,7 @@ def _summarise(records: list[FaceRecord]) -> dict:
     return {
         "lpips": max(r.lpips for r in records),
         "ssim": min(r.ssim for r in records),
+        "delta_e": max(r.delta_e for r in records),
         "scale": min(r.scale for r in records),
         "similarity": {m: max(r.similarity[m] for r in records) for m in models},
         "face_details": [asdict(r) for r in records],
@@ -305,14 +306,15 @@ def _decode(data: bytes, photo: Photo) -> np.ndarray:
 
 
 def format_table(rows: list[dict], models: Sequence[str]) -> str:
-    header = ["file", "status", "faces", "LPIPS", "SSIM", *[f"sim:{m}" for m in models], "lambda", "s", "note"]
+    header = ["file", "status", "faces", "LPIPS", "SSIM", "dE", *[f"sim:{m}" for m in models], "lambda", "s", "note"]
     lines = [header]
     for row in rows:
         sims = [f"{row['similarity'][m]:.3f}" if m in row.get("similarity", {}) else "" for m in models]
         note = "; ".join(filter(None, [row.get("reason", ""), *row.get("notes", [])]))
         lines.append([row["file"], row["status"], str(row["faces"] or ""),
                       "" if row["lpips"] is None else f"{row['lpips']:.4f}",
-                      "" if row["ssim"] is None else f"{row['ssim']:.4f}", *sims,
+                      "" if row["ssim"] is None else f"{row['ssim']:.4f}",
+                      "" if row.get("delta_e") is None else f"{row['delta_e']:.2f}", *sims,
                       "" if row["scale"] is None else f"{row['scale']:.3f}", f"{row['seconds']:.1f}", note])
     widths = [min(48, max(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
     text = []

@@ -3,7 +3,7 @@
 An attack setting may bound every protected face in the saved file (``AttackConfig.ssim_min`` /
 ``lpips_max``; the presets of ``fr-shield protect`` always do):
 
-    ST-LPIPS(face crop) <= lpips_max   and   SSIM(face crop) >= ssim_min
+    ST-LPIPS(face crop) <= lpips_max  and  SSIM(face crop) >= ssim_min  and  mean Delta E(face crop) <= delta_e_max
 
 The attack's perceptual penalty only *discourages* visible change; the budget *enforces* it.
 After the attack, the perturbation delta of each face region is scaled by lambda in [0, 1]
@@ -29,9 +29,14 @@ from fr_shield.core.quality import FaceQuality
 class Budget:
     lpips_max: float = float("inf")  # tau: largest ST-LPIPS (alex) allowed on each face crop
     ssim_min: float = -1.0  # s: smallest SSIM allowed on each face crop
+    delta_e_max: float = float("inf")  # largest mean CIE76 colour difference on each face crop
 
-    def holds(self, lpips: float, ssim_value: float) -> bool:
-        return lpips <= self.lpips_max and ssim_value >= self.ssim_min
+    def holds(self, lpips: float, ssim_value: float, delta_e: float = 0.0) -> bool:
+        return lpips <= self.lpips_max and ssim_value >= self.ssim_min and delta_e <= self.delta_e_max
+
+    @property
+    def bounds_colour(self) -> bool:
+        return self.delta_e_max != float("inf")
 
     @classmethod
     def of(cls, config: AttackConfig) -> Budget | None:
@@ -39,7 +44,8 @@ class Budget:
         if not config.has_budget:
             return None
         return cls(float("inf") if config.lpips_max is None else config.lpips_max,
-                   -1.0 if config.ssim_min is None else config.ssim_min)
+                   -1.0 if config.ssim_min is None else config.ssim_min,
+                   float("inf") if config.delta_e_max is None else config.delta_e_max)
 
 
 Render = Callable[[torch.Tensor], torch.Tensor]  # float region [1,3,h,w] -> what the saved file holds
@@ -71,7 +77,8 @@ def enforce_budget(clean: torch.Tensor, delta: torch.Tensor, landmarks: Sequence
         evaluations += 1
         candidate = render((clean + scale * delta).clamp(0, 1))
         lpips, ssims = quality(candidate)
-        ok = all(budget.holds(l, s) for l, s in zip(lpips, ssims))
+        colour = quality.delta_e(candidate) if budget.bounds_colour else [0.0] * len(lpips)
+        ok = all(budget.holds(l, s, e) for l, s, e in zip(lpips, ssims, colour))
         return ok, candidate, lpips, ssims
 
     ok, candidate, lpips, ssims = attempt(1.0)

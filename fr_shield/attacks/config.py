@@ -75,16 +75,19 @@ class AttackConfig:
     momentum: float | None = None  # MI-FGSM decay of the signed steps' accumulated gradient
     input_diversity: float | None = None  # probability of a random shrink-and-pad of each view's crop
     surrogate_weights: list[float] | None = None  # ensemble weighting, one per surrogate (mean 1)
+    feature_dropout: float | None = None  # DFANet dropout on the surrogates' conv outputs during the attack
     eot: EOTConfig | None = None  # sampled transform views each step
     mask: str | None = None  # "face": perturbation confined to a soft ellipse over each face
     # Hard per-face budget, enforced after the attack by bisection on the perturbation's scale
-    # (fr_shield.attacks.budget): SSIM of each 112 x 112 face crop >= ssim_min, its ST-LPIPS <= lpips_max.
+    # (fr_shield.attacks.budget): SSIM of each 112 x 112 face crop >= ssim_min, its ST-LPIPS <= lpips_max,
+    # its mean Delta E <= delta_e_max (SSIM misses coloured blotches on smooth skin; Delta E sees them).
     ssim_min: float | None = None
     lpips_max: float | None = None
+    delta_e_max: float | None = None  # mean CIE76 colour difference on each face crop (2.3: just noticeable)
 
     @property
     def has_budget(self) -> bool:
-        return self.ssim_min is not None or self.lpips_max is not None
+        return any(getattr(self, key) is not None for key in BUDGET_KEYS)
 
 
 # Settings that cannot change a protected photo: left out of its cache key (fr_shield.attacks.registry.attack_key).
@@ -92,7 +95,7 @@ class AttackConfig:
 # per-photo objective and step do not depend on the other photos of a batch.
 NOT_IN_CACHE_KEY = ("name", "batch_size")
 # Applied after the attack: photos that differ only in these share one attack's output.
-BUDGET_KEYS = ("ssim_min", "lpips_max")
+BUDGET_KEYS = ("ssim_min", "lpips_max", "delta_e_max")
 MASKS = ("face",)
 
 

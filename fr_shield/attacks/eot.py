@@ -108,8 +108,9 @@ class EOTObjective(ProtectionObjective):
 
     def __init__(self, surrogates: list[nn.Module], branches: list[Branch], normaliser: str = "norm",
                  alpha: float = 0.05, perceptual: nn.Module | None = None,
-                 surrogate_weights: list[float] | None = None, eot: EOTSettings = EOTSettings()):
-        super().__init__(surrogates, branches, normaliser, alpha, perceptual, surrogate_weights)
+                 surrogate_weights: list[float] | None = None, eot: EOTSettings = EOTSettings(),
+                 feature_dropout: float = 0.0, seed: int = 0):
+        super().__init__(surrogates, branches, normaliser, alpha, perceptual, surrogate_weights, feature_dropout, seed)
         self.eot = eot
         self.reset()
 
@@ -181,4 +182,5 @@ class OursEOT(LowKey):
                                eot.seed if eot else 0)
         branches = [Branch(b.kind, b.kernel_size, b.sigma) for b in config.branches]
         return EOTObjective(surrogates, branches, config.normaliser, config.alpha, perceptual,
-                            config.surrogate_weights, eot=settings)
+                            config.surrogate_weights, eot=settings, feature_dropout=config.feature_dropout or 0.0,
+                            seed=config.seed)

@@ -27,4 +27,4 @@ class LowKey(ProtectionAttack):
                               f"ours_eot, not {config.method}")
         branches = [Branch(b.kind, b.kernel_size, b.sigma) for b in config.branches]
         return ProtectionObjective(surrogates, branches, config.normaliser, config.alpha, perceptual,
-                                   config.surrogate_weights)
+                                   config.surrogate_weights, config.feature_dropout or 0.0, config.seed)

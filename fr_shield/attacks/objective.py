@@ -106,9 +106,11 @@ class Targets:
 class ProtectionObjective(nn.Module):
     def __init__(self, surrogates: list[nn.Module], branches: list[Branch], normaliser: str = "norm",
                  alpha: float = 0.05, perceptual: nn.Module | None = None,
-                 surrogate_weights: list[float] | None = None):
+                 surrogate_weights: list[float] | None = None, feature_dropout: float = 0.0, seed: int = 0):
         """``surrogate_weights``: ensemble weighting, one weight >= 0 per surrogate, rescaled to mean 1
-        (None: every model weighs the same, LowKey's plain average)."""
+        (None: every model weighs the same, LowKey's plain average). ``feature_dropout``: DFANet's
+        dropout on every convolution's output of every surrogate during the attack's steps (0: off;
+        the clean targets are always computed without it), drawn from a generator seeded by ``seed``."""
         super().__init__()
         if normaliser not in NORMALISER_POWER:
             raise ValueError(f"unknown normaliser '{normaliser}'; use {', '.join(NORMALISER_POWER)}")
@@ -127,6 +129,11 @@ class ProtectionObjective(nn.Module):
                 raise ValueError(f"surrogate_weights needs one weight >= 0 per surrogate ({len(surrogates)}), "
                                  f"not all zero; got {surrogate_weights}")
             self.surrogate_weights = [w * len(weights) / sum(weights) for w in weights]
+        if not 0.0 <= feature_dropout < 1.0:
+            raise ValueError(f"feature_dropout is a probability in [0, 1), got {feature_dropout}")
+        self.feature_dropout = feature_dropout
+        self.dropout_seed = seed
+        self.dropout_generator = torch.Generator(device="cpu").manual_seed(seed)
 
     @property
     def reach(self) -> int:
@@ -145,9 +152,30 @@ class ProtectionObjective(nn.Module):
         """A metric with ``features`` / ``distance_from_features`` (ST-LPIPS) lets the clean side be cached."""
         return self.alpha > 0 and hasattr(self.perceptual, "features") and hasattr(self.perceptual, "distance_from_features")
 
+    def surrogate(self, model: nn.Module, crops: torch.Tensor) -> torch.Tensor:
+        """One surrogate's embeddings of the attacked crops: with ``feature_dropout``, every
+        convolution's output loses a random fraction p of its values (rescaled by 1 / (1 - p)), a
+        fresh draw each call, so each step attacks a slightly different network (DFANet: Zhong and
+        Deng, IEEE TIFS 2021)."""
+        if self.feature_dropout <= 0:
+            return model(crops)
+        keep = 1.0 - self.feature_dropout
+
+        def drop(module, inputs, output):
+            mask = torch.rand(output.shape, generator=self.dropout_generator) < keep
+            return output * mask.to(device=output.device, dtype=output.dtype) / keep
+
+        hooks = [m.register_forward_hook(drop) for m in model.modules() if isinstance(m, nn.Conv2d)]
+        try:
+            return model(crops)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
     @torch.no_grad()
     def targets(self, images: torch.Tensor, faces: Faces) -> Targets:
         """Clean embeddings f_i(A(x)) of every face, once, without smoothing (and clean LPIPS features)."""
+        self.dropout_generator.manual_seed(self.dropout_seed)  # the same draws for the same attack
         embeddings = [model(crops_of(images, faces, model.spec)) for model in self.surrogates]
         if not self._cached_features():
             return Targets(embeddings)
@@ -169,7 +197,7 @@ class ProtectionObjective(nn.Module):
         face_margin = torch.full((len(weights),), float("inf"), device=device)
         for number, (model, target) in enumerate(zip(self.surrogates, targets.embeddings)):
             crops = self.model_input(crops_of(views, faces * n_branches, model.spec), model)
-            embedding = model(crops).reshape(n_branches, *target.shape)
+            embedding = self.surrogate(model, crops).reshape(n_branches, *target.shape)
             shift = (embedding - target).pow(2).sum(dim=2).sum(dim=0)
             per_face = shift / target.norm(dim=1).pow(self.power) * weights
             if self.surrogate_weights is not None:

@@ -126,6 +126,11 @@ class FaceQuality:
         return self._lpips(crops).cpu().tolist(), ssim(self.clean_crops, crops).cpu().tolist()
 
     @torch.no_grad()
+    def delta_e(self, candidate: torch.Tensor) -> list[float]:
+        """Mean CIE76 colour difference of each face crop."""
+        return delta_e(self.clean_crops, self.crops(candidate))[0].cpu().tolist()
+
+    @torch.no_grad()
     def scores(self, candidate: torch.Tensor) -> dict[str, list[float]]:
         """Per face: lpips, ssim, psnr, delta_e (mean) and delta_e_p95."""
         if not self.landmarks:
