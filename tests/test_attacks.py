@@ -210,3 +210,29 @@ def test_feature_dropout_is_a_seeded_switch_that_leaves_the_targets_clean():
     one, two = dropped(image, [[FACE]]).protected, dropped(image, [[FACE]]).protected
     assert torch.equal(one, two)  # seeded: the same attack gives the same photo
     assert not torch.equal(one, plain(image, [[FACE]]).protected)
+
+
+def test_optimising_inside_the_budget_keeps_faces_closer_to_it():
+    """budget_in_loop: the adaptive penalty pulls the attack back toward the per-face SSIM floor
+    (the hard limit is still enforced afterwards); off, the same attack goes far below it."""
+    from fr_shield.attacks.config import compose_attack
+    from fr_shield.attacks.registry import attack_key, build_attack
+    from fr_shield.core.align import FACE_CROP
+    from fr_shield.attacks.objective import crops_of
+    from fr_shield.core.quality import ssim
+
+    image = photo()
+    common = ["attack.steps=12", "attack.step_size=0.02", "attack.alpha=0", "attack.init_noise=0", "attack.ssim_min=0.97"]
+    free = build_attack(compose_attack("lowkey", common), surrogates=[TinyFR(0)])
+    inside_config = compose_attack("lowkey", [*common, "attack.budget_in_loop=true"])
+    inside = build_attack(inside_config, surrogates=[TinyFR(0)])
+
+    def face_ssim(result):
+        return float(ssim(crops_of(image, [[FACE]], FACE_CROP), crops_of(result, [[FACE]], FACE_CROP))[0])
+
+    free_ssim, inside_ssim = face_ssim(free(image, [[FACE]]).protected), face_ssim(inside(image, [[FACE]]).protected)
+    assert free_ssim < 0.97 and inside_ssim > free_ssim + 0.02, (free_ssim, inside_ssim)
+    assert attack_key(inside_config, with_budget=False) != attack_key(
+        compose_attack("lowkey", [*common[:-1], "attack.ssim_min=0.9", "attack.budget_in_loop=true"]), with_budget=False)
+    unbounded = build_attack(compose_attack("lowkey", ["attack.budget_in_loop=true"]), surrogates=[TinyFR(0)])
+    assert unbounded.settings.budget is None  # no budget set: nothing to steer toward

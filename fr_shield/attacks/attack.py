@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from fr_shield.attacks.config import AttackConfig
-from fr_shield.attacks.objective import Faces, ProtectionObjective
+from fr_shield.attacks.objective import Faces, InLoopBudget, ProtectionObjective
 from fr_shield.attacks.steps import create_step_rule
 
 
@@ -38,6 +38,9 @@ class OptimiserSettings:
     seed: int = 0
     stop_margin: float | None = None  # freeze an image once every surrogate is this far past its threshold
     momentum: float | None = None  # MI-FGSM decay mu for signed steps; None: plain signed gradient
+    # Optimise inside the per-face budget: each image's objective loses weight * excess, the weight
+    # adapting per image (``InLoopBudget``); None: the budget is only enforced afterwards.
+    budget: InLoopBudget | None = None
 
 
 @dataclass
@@ -74,8 +77,11 @@ class ProtectionAttack:
     @classmethod
     def from_config(cls, config: AttackConfig, surrogates: list[nn.Module],
                     perceptual: nn.Module | None) -> ProtectionAttack:
+        budget = None  # with no budget set there is nothing to steer toward (a sweep's unbounded point)
+        if config.budget_in_loop and config.has_budget:
+            budget = InLoopBudget(config.ssim_min, config.lpips_max, config.delta_e_max)
         settings = OptimiserSettings(config.optimiser, config.steps, config.step_size, config.init_noise,
-                                     config.linf, config.seed, config.stop_margin, config.momentum)
+                                     config.linf, config.seed, config.stop_margin, config.momentum, budget)
         return cls(cls.build_objective(config, surrogates, perceptual), settings)
 
     def __init__(self, objective: ProtectionObjective, settings: OptimiserSettings = OptimiserSettings(),
@@ -135,6 +141,7 @@ class ProtectionAttack:
         delta = (start - clean).detach()
         rule = create_step_rule(settings.optimiser, settings.step_size, settings.momentum)
         rule.start(clean, delta)
+        penalty = torch.ones(len(faces), device=clean.device) if settings.budget is not None else None
         active = list(range(len(faces)))
         for step in range(settings.steps):
             work_clean, work_faces = clean[active], [faces[i] for i in active]
@@ -143,6 +150,13 @@ class ProtectionAttack:
             active_index = torch.as_tensor(active, device=clean.device)
             point = rule.point(active_index)
             value, parts = self.objective(point, work_clean, work_faces, targets, weights)
+            if penalty is not None:  # optimise inside the budget: the weight grows while it is broken
+                excess = self.objective.budget_excess(point, work_clean, work_faces, settings.budget)
+                value = value - penalty[active_index] * excess
+                with torch.no_grad():
+                    broken = excess > 0
+                    penalty[active_index] = torch.where(broken, penalty[active_index] * settings.budget.grow,
+                                                        penalty[active_index] * settings.budget.shrink).clamp_min(1.0)
             self._record(result, active, len(faces), value, parts)
             if on_step is not None:
                 on_step(step, value.detach(), parts)

@@ -84,6 +84,9 @@ class AttackConfig:
     ssim_min: float | None = None
     lpips_max: float | None = None
     delta_e_max: float | None = None  # mean CIE76 colour difference on each face crop (2.3: just noticeable)
+    # Also steer toward the budget during the optimisation (an adaptive per-image penalty on each
+    # face's excess) instead of only scaling the finished perturbation down afterwards.
+    budget_in_loop: bool = False
 
     @property
     def has_budget(self) -> bool:

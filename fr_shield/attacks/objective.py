@@ -25,12 +25,24 @@ from torch import nn
 
 from fr_shield.core import transforms
 from fr_shield.core.align import FACE_CROP, align_faces
+from fr_shield.core.quality import delta_e, ssim
 from fr_shield.models.spec import ModelSpec, pair_similarity
 
 # The crop on which the perceptual penalty looks at each face: ArcFace's 112 x 112 template.
 NORMALISER_POWER = {"norm": 1, "norm_squared": 2}
 
 Faces = list[list[np.ndarray]]  # per image, the 5 x 2 landmarks of each protected face
+
+
+@dataclass(frozen=True)
+class InLoopBudget:
+    """The per-face limits the loop steers toward while it optimises (None: no limit)."""
+
+    ssim_min: float | None = None
+    lpips_max: float | None = None
+    delta_e_max: float | None = None
+    grow: float = 2.0  # a violating image's penalty weight doubles each step...
+    shrink: float = 0.9  # ...and relaxes while it is inside the budget
 
 
 @dataclass(frozen=True)
@@ -233,6 +245,20 @@ class ProtectionObjective(nn.Module):
             on_photo = on_photo * photo_weights
         face_mean = adversarial.new_zeros(len(faces)).index_add(0, image_of_face, on_faces * weights)
         return 0.5 * (face_mean + on_photo)
+
+    def budget_excess(self, adversarial: torch.Tensor, clean: torch.Tensor, faces: Faces,
+                      budget: InLoopBudget) -> torch.Tensor:
+        """Per image, differentiable: how far its faces are outside the per-face budget (0 inside),
+        each limit's excess relative to its room (e.g. (s - SSIM) / (1 - s)), summed over faces."""
+        clean_crops, crops = crops_of(clean, faces, FACE_CROP), crops_of(adversarial, faces, FACE_CROP)
+        excess = adversarial.new_zeros(len(crops))
+        if budget.ssim_min is not None:
+            excess = excess + torch.relu(budget.ssim_min - ssim(clean_crops, crops)) / (1 - budget.ssim_min)
+        if budget.lpips_max is not None and self.perceptual is not None:
+            excess = excess + torch.relu(self.perceptual(clean_crops, crops) - budget.lpips_max) / budget.lpips_max
+        if budget.delta_e_max is not None:
+            excess = excess + torch.relu(delta_e(clean_crops, crops)[0] - budget.delta_e_max) / budget.delta_e_max
+        return adversarial.new_zeros(len(faces)).index_add(0, face_images(faces, adversarial.device), excess)
 
     def forward(self, adversarial: torch.Tensor, clean: torch.Tensor, faces: Faces, targets: Targets,
                 photo_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -78,7 +78,9 @@ def attack_key(config, with_budget: bool = True) -> str:
     the attack's own output, before the per-face budget scales it)."""
     config = to_attack_config(config)
     values = {k: v for k, v in as_dict(config).items() if k not in NOT_IN_CACHE_KEY}
-    # An unset budget and no budget are one thing: the attack's own output.
+    # An unset budget and no budget are one thing: the attack's own output (which depends on the
+    # budget only when the attack optimises inside it).
+    with_budget = with_budget or config.budget_in_loop
     values = {k: v for k, v in values.items() if k not in BUDGET_KEYS or (with_budget and v is not None)}
     weights = {model: _weights_of(model) for model in config.surrogates}
     if config.alpha > 0:

@@ -74,7 +74,9 @@ def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attac
     config = to_attack_config(attack_config)
     if not config.has_budget:
         return _protect_unbudgeted(paths, faces, config, cache, device, weights_dir, progress, protector)
-    raw_config = to_attack_config({**as_dict(config), **{key: None for key in BUDGET_KEYS}})
+    # The attack's own output, shared by every budget (unless the attack optimised inside its budget).
+    raw_config = config if config.budget_in_loop else to_attack_config(
+        {**as_dict(config), **{key: None for key in BUDGET_KEYS}})
     raw = _protect_unbudgeted(paths, faces, raw_config, cache, device, weights_dir, progress, protector)
     return _apply_budget(raw, faces, config, cache, device, weights_dir, protector)
 
