@@ -50,8 +50,9 @@ from fr_shield.core.paths import data_root
 from fr_shield.core.perceptual import stlpips
 from fr_shield.core.quality import photo_quality
 from fr_shield.core.runtime import configure_torch, resolve_device
-from fr_shield.models import available, create
+from fr_shield.models import create
 from fr_shield.models.spec import pair_similarity
+from fr_shield.study.config import EvalConfig
 from fr_shield.study.data import scan_identities
 from fr_shield.study.embed import Embedder, photo_tensor
 
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     detector = FaceDetector()
     subset = lfw_subset(settings, detector)
-    models = {name: create(name, device=device) for name in available()}
+    models = {name: create(name, device=device) for name in EvalConfig().models}  # the study's evaluators
     metric = stlpips("alex").to(device)
     peak = peak_gflops(settings.peak_size, device)
     evaluator = Evaluator(subset, models, device)

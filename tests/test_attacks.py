@@ -216,9 +216,9 @@ def test_optimising_inside_the_budget_keeps_faces_closer_to_it():
     """budget_in_loop: the adaptive penalty pulls the attack back toward the per-face SSIM floor
     (the hard limit is still enforced afterwards); off, the same attack goes far below it."""
     from fr_shield.attacks.config import compose_attack
+    from fr_shield.attacks.objective import crops_of
     from fr_shield.attacks.registry import attack_key, build_attack
     from fr_shield.core.align import FACE_CROP
-    from fr_shield.attacks.objective import crops_of
     from fr_shield.core.quality import ssim
 
     image = photo()
@@ -234,5 +234,6 @@ def test_optimising_inside_the_budget_keeps_faces_closer_to_it():
     assert free_ssim < 0.97 and inside_ssim > free_ssim + 0.02, (free_ssim, inside_ssim)
     assert attack_key(inside_config, with_budget=False) != attack_key(
         compose_attack("lowkey", [*common[:-1], "attack.ssim_min=0.9", "attack.budget_in_loop=true"]), with_budget=False)
-    unbounded = build_attack(compose_attack("lowkey", ["attack.budget_in_loop=true"]), surrogates=[TinyFR(0)])
+    unbounded = build_attack(compose_attack("lowkey", ["attack.budget_in_loop=true", "attack.alpha=0"]),
+                             surrogates=[TinyFR(0)])
     assert unbounded.settings.budget is None  # no budget set: nothing to steer toward

@@ -9,6 +9,7 @@ from PIL import Image
 from fr_shield.core.errors import DataError
 from fr_shield.study.data import DataConfig, load_split, make_split, natural_key, scan_identities
 
+
 def _png(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(path)

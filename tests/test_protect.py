@@ -293,7 +293,7 @@ def test_refuses_out_inside_input(small_album, tmp_path):
 
 
 DRIVER = textwrap.dedent("""
-    import signal, sys
+    import signal, sys, time
     # Ctrl-C as in a terminal: a shell's background job (e.g. `make test &`) starts with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
@@ -307,6 +307,16 @@ DRIVER = textwrap.dedent("""
         print("start", job.relative, flush=True)
         return slow(job, *args, **kwargs)
     protect.protect_file = protect_file
+    attack = protect.protect_array
+    attacked = []
+    def protect_array(*args, **kwargs):  # the second photo waits, attacked but not written, for Ctrl-C
+        result = attack(*args, **kwargs)
+        attacked.append(1)
+        if len(attacked) == 2:
+            print("attacked", flush=True)
+            time.sleep(60)
+        return result
+    protect.protect_array = protect_array
     result = run_protect({inputs!r}, {out!r}, opts(preset="mid", attack="lowkey"),
                          protector_factory=tiny_factory, detector=marker_detector)
     sys.exit(result.exit_code)
@@ -321,30 +331,28 @@ def test_interrupted_run_leaves_no_partial_output_and_resumes(small_album, tmp_p
     script.write_text(DRIVER.format(tests=str(TESTS), inputs=inputs, out=str(out)))
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, cwd=TESTS.parent)
-    started = 0
     for line in process.stdout:  # interrupt while the second photo is being protected
-        if line.startswith("start"):
-            started += 1
-            if started == 2:
-                time.sleep(0.3)
-                process.send_signal(signal.SIGINT)
-                break
+        if line.startswith("attacked"):
+            process.send_signal(signal.SIGINT)
+            break
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, output
     written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     order = ["face.jpg", "group.png", "corner.png", "gps.jpg"]
-    assert sorted(written) == sorted(order[:len(written)]) and len(written) < 4  # whole files only
+    assert written == ["face.jpg"]  # whole files only: group.png was attacked, never half written
     assert not list(out.rglob(f"*{PART_MARK}*"))
     for name in written:
         Image.open(out / name).load()  # complete, decodable
+    recorded = set(json.loads((out / protect.MANIFEST).read_text()))  # what the interrupted run finished
+    assert recorded == {"face.jpg"}
     # A hard kill leaves a temporary file at worst; the next run removes it and finishes the job.
     (out / f".corner.png{PART_MARK}999").write_bytes(b"half a file")
     result = run_protect([Path(p) for p in inputs], out, opts(preset="mid", attack="lowkey"),
                          protector_factory=tiny_factory, detector=marker_detector, log=lambda s: None)
     statuses = {row["file"]: row["status"] for row in result.rows}
     assert result.exit_code == 0
-    # What the interrupted run finished is kept ("done"); the rest is protected now.
-    assert statuses == {name: "done" if name in written else "protected" for name in order}
+    # What the interrupted run recorded is kept ("done"); the rest is protected now.
+    assert statuses == {name: "done" if name in recorded else "protected" for name in order}
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["corner.png", "face.jpg", "gps.jpg", "group.png"]
     assert not list(out.rglob(f"*{PART_MARK}*"))
 

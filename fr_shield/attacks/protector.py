@@ -242,12 +242,15 @@ class FaceProtector:
         """The photo as saved [1, 3, H, W] (8-bit values): each region's perturbation
         ``attacked - clean`` scaled until every face meets the budget on ``render``(region)
         (default: 8-bit rounding); and a record per face. Without a budget lambda is 1."""
-        result = quantise(attacked)
+        # Only the regions change (the rest of ``attacked`` is the photo's own 8-bit pixels): a
+        # 30 MP photo is not re-quantised whole.
+        result = attacked.clone()
         records = [FaceRecord(box=[]) for _ in faces]
-        if self.budget is None:
-            return result, records
         render = render or quantise
         for (x0, y0, x1, y1), members in self.regions(faces, tuple(clean.shape[-2:])):
+            if self.budget is None:
+                result[:, :, y0:y1, x0:x1] = quantise(attacked[:, :, y0:y1, x0:x1])
+                continue
             region_clean = clean[:, :, y0:y1, x0:x1]
             delta = attacked[:, :, y0:y1, x0:x1] - region_clean
             landmarks = [np.asarray(faces[i], np.float32) - np.array([x0, y0], np.float32) for i in members]
