@@ -31,8 +31,8 @@ verify: weights ## Model check: LFW verification accuracy of every registry mode
 test: weights ## Set up and run the whole test suite
 	$(PY) -m pytest -q --durations=25
 
-test-fast: install ## Unit tests only (no real weights or data)
-	$(PY) -m pytest -q -m "not real" --durations=15
+test-fast: install ## Unit tests only (no real weights or data, no subprocess sweeps or servers)
+	$(PY) -m pytest -q -m "not real and not slow" --durations=15
 
 RUN := $(PY) -m fr_shield.run
 

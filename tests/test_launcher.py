@@ -60,6 +60,7 @@ def _all_runs(store: Path):
     return client, client.search_runs([experiment.experiment_id])
 
 
+@pytest.mark.slow
 def test_submitit_local_multirun_logs_two_children_under_one_parent(tmp_path):
     sweep, store = tmp_path / "multirun", tmp_path / "mlflow.db"
     done = _run("-m", "attack=none", "blur=median,box", "blur.levels=[3,5]", "hydra/launcher=local",
@@ -101,6 +102,7 @@ exit 1
 """
 
 
+@pytest.mark.slow
 def test_slurm_preset_hands_sbatch_the_configured_array_job(tmp_path):
     """Hydra + submitit up to ``sbatch`` (a stand-in that keeps the script and refuses the job)."""
     bin_dir = tmp_path / "bin"
@@ -189,6 +191,7 @@ def test_two_attack_jobs_at_once_share_the_protected_cache_and_store(tmp_path, w
         assert len(pd.read_csv(tmp_path / f"run{number}" / "results.csv")) > 0
 
 
+@pytest.mark.slow
 def test_two_jobs_at_once_on_a_fresh_store(tmp_path):
     """The first use of a new sqlite store by two processes at once (no sweep made it beforehand): both
     would create its tables and one fail, unless the first use is serialised (tracking._store_lock)."""

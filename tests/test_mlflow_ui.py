@@ -122,6 +122,7 @@ def _tags(run: dict) -> dict[str, str]:
     return {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
 
 
+@pytest.mark.slow
 def test_mlflow_ui_serves_the_sweep(server, store):
     _, sweep = store
     status, page = _get(f"{server}/")

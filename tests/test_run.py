@@ -93,6 +93,7 @@ def tiny_sweep(tmp_path_factory) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_multirun_logs_child_runs_whose_tables_match_results_csv(tiny_sweep):
     tmp_path = tiny_sweep
     client, runs = _runs(tmp_path)
@@ -112,6 +113,7 @@ def test_multirun_logs_child_runs_whose_tables_match_results_csv(tiny_sweep):
         assert any(key.startswith("top1/protected/") for key in child.data.metrics)
 
 
+@pytest.mark.slow
 def test_results_notebook_executes_on_a_tiny_run(tiny_sweep, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
@@ -141,6 +143,7 @@ def test_attack_job_protects_and_reports_quality(tmp_path, weight_cache):
     assert any("quality/lpips_face" in run.data.metrics for run in runs)
 
 
+@pytest.mark.slow
 def test_missing_data_folder_is_a_clear_error(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "fr_shield.study.job", "data=folder", f"data.root={tmp_path / 'nothing'}",

@@ -40,6 +40,7 @@ def run_installed(site: Path, cwd: Path, *args: str, timeout: int = 300) -> subp
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_its_configs_and_runs_from_any_folder(installed, tmp_path):
     where = run_installed(installed, tmp_path, "-c", "import fr_shield, fr_shield.core.paths as p; "
                           "print(fr_shield.__file__); print(p.conf_dir())")
