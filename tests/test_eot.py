@@ -34,7 +34,8 @@ from fr_shield.attacks.registry import attack_key, build_attack
 from fr_shield.core import transforms
 from fr_shield.core.align import ARCFACE_112, FACE_CROP
 from fr_shield.core.quality import linf, psnr, ssim
-from fr_shield.core.regions import soft_mask
+from fr_shield.core.errors import ConfigError
+from fr_shield.core.regions import soft_mask, texture_weight
 from fr_shield.core.transforms import differentiable_jpeg
 from fr_shield.study import protected_cache as store
 
@@ -188,6 +189,42 @@ def test_face_mask_keeps_every_pixel_outside_the_faces_unchanged():
         assert torch.all(delta <= 8 / 255 * mask + 1e-6)
         assert delta[:, mask == 1].max() > 4 / 255  # inside the face it does move
     assert linf(images, protected).max() <= 8 / 255 + 1e-6
+
+
+def test_texture_floor_shrinks_the_bound_on_flat_skin_only():
+    """A photo flat on its left half and textured on its right: with texture_floor the flat half
+    may move at most floor x the bound, the textured half the whole bound."""
+    generator = torch.Generator().manual_seed(3)
+    image = torch.full((1, 3, 160, 160), 0.5)
+    image[..., 80:] = (0.5 + 0.2 * torch.randn(1, 3, 160, 80, generator=generator)).clamp(0, 1)
+    weight = texture_weight(image, 0.25)
+    assert weight[:, :60].max().item() == pytest.approx(0.25) and weight[:, 100:].min().item() > 0.9
+    common = ["attack.steps=6", "attack.linf=0.0313725", "attack.step_size=0.02", "attack.alpha=0", "attack.mask=face"]
+    for floor, flat_limit in ((None, 8 / 255), (0.25, 2 / 255)):
+        config = compose_attack("lowkey", common + ([f"attack.texture_floor={floor}"] if floor else []))
+        protector = FaceProtector(config, surrogates=surrogates(), metric=TinyPerceptual(), whole_photo_fraction=0.0)
+        protected = FaceProtector.paste(image, protector.perturb(image, [[FACE]])[0])
+        delta = (protected - image).abs()
+        assert delta[..., 60:100, 40:70].max() <= flat_limit + 1e-6
+        assert delta[..., 60:100, 100:120].max() > 6 / 255  # the textured side keeps the whole bound
+    with pytest.raises(ConfigError, match="texture_floor"):
+        compose_attack("lowkey", ["attack.texture_floor=0.3"])  # needs the face mask
+
+
+def test_luma_perturbation_changes_brightness_only():
+    image = photo()
+    config = compose_attack("lowkey", ["attack.steps=6", "attack.linf=0.0313725", "attack.step_size=0.02",
+                                       "attack.alpha=0", "attack.colour=luma"])
+    protected = build_attack(config, surrogates=surrogates())(image, [[FACE]]).protected
+    delta = protected - image
+    assert delta.abs().max() > 4 / 255
+    inside = ((image > 0.04) & (image < 0.96)).all(dim=1, keepdim=True).expand_as(delta)  # not clamped
+    spread = (delta - delta.mean(dim=1, keepdim=True))[inside].abs().max()
+    assert spread < 1e-6
+    assert attack_key(config) != attack_key(compose_attack("lowkey", ["attack.steps=6", "attack.linf=0.0313725",
+                                                                      "attack.step_size=0.02", "attack.alpha=0"]))
+    with pytest.raises(ConfigError, match="colour"):
+        compose_attack("lowkey", ["attack.colour=purple"])
 
 
 def test_momentum_and_ensemble_weights():

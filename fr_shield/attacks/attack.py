@@ -13,7 +13,8 @@ Hard budgets the base owns (all off by default, so the reference configs are unc
 
 - ``linf``: a scalar L-infinity bound, projected after every step;
 - a per-pixel bound tensor (``bound``, e.g. ``linf * soft face mask``: 0 beyond the faces), fixed
-  for the attack or given per call and per image; where it is 0 the photo is never changed.
+  for the attack or given per call and per image; where it is 0 the photo is never changed;
+- ``luma``: the perturbation is projected onto brightness (one value per pixel for R, G and B).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class OptimiserSettings:
     # Optimise inside the per-face budget: each image's objective loses weight * excess, the weight
     # adapting per image (``InLoopBudget``); None: the budget is only enforced afterwards.
     budget: InLoopBudget | None = None
+    luma: bool = False  # one perturbation shared by R, G and B (brightness only)
 
 
 @dataclass
@@ -81,7 +83,8 @@ class ProtectionAttack:
         if config.budget_in_loop and config.has_budget:
             budget = InLoopBudget(config.ssim_min, config.lpips_max, config.delta_e_max)
         settings = OptimiserSettings(config.optimiser, config.steps, config.step_size, config.init_noise,
-                                     config.linf, config.seed, config.stop_margin, config.momentum, budget)
+                                     config.linf, config.seed, config.stop_margin, config.momentum, budget,
+                                     luma=config.colour == "luma")
         return cls(cls.build_objective(config, surrogates, perceptual), settings)
 
     def __init__(self, objective: ProtectionObjective, settings: OptimiserSettings = OptimiserSettings(),
@@ -96,7 +99,10 @@ class ProtectionAttack:
 
     def _project(self, adversarial: torch.Tensor, clean: torch.Tensor,
                  bound: torch.Tensor | None = None) -> torch.Tensor:
-        """Clamp to [0, 1] inside the scalar L-infinity bound and the per-pixel ``bound`` (if any)."""
+        """Clamp to [0, 1] inside the scalar L-infinity bound and the per-pixel ``bound`` (if any);
+        with ``luma``, first make the perturbation the same on every channel (its channel mean)."""
+        if self.settings.luma:
+            adversarial = clean + (adversarial - clean).mean(dim=1, keepdim=True)
         if self.settings.linf is not None:
             adversarial = torch.max(torch.min(adversarial, clean + self.settings.linf), clean - self.settings.linf)
         if bound is not None:

@@ -78,6 +78,12 @@ class AttackConfig:
     feature_dropout: float | None = None  # DFANet dropout on the surrogates' conv outputs during the attack
     eot: EOTConfig | None = None  # sampled transform views each step
     mask: str | None = None  # "face": perturbation confined to a soft ellipse over each face
+    # Put the budget where it is not seen (with mask: face): the per-pixel bound shrinks to this
+    # fraction on flat skin and stays whole on texture (hair, brows, beard, edges); None: off.
+    texture_floor: float | None = None
+    # "luma": one perturbation shared by R, G and B (brightness only: no coloured blotches);
+    # None: each channel its own.
+    colour: str | None = None
     # Hard per-face budget, enforced after the attack by bisection on the perturbation's scale
     # (fr_shield.attacks.budget): SSIM of each 112 x 112 face crop >= ssim_min, its ST-LPIPS <= lpips_max,
     # its mean Delta E <= delta_e_max (SSIM misses coloured blotches on smooth skin; Delta E sees them).
@@ -87,6 +93,15 @@ class AttackConfig:
     # Also steer toward the budget during the optimisation (an adaptive per-image penalty on each
     # face's excess) instead of only scaling the finished perturbation down afterwards.
     budget_in_loop: bool = False
+
+    def __post_init__(self):
+        if self.mask is not None and self.mask not in MASKS:
+            raise ConfigError(f"unknown mask '{self.mask}'; choose one of: {', '.join(MASKS)} (or null)")
+        if self.colour is not None and self.colour not in COLOURS:
+            raise ConfigError(f"unknown colour '{self.colour}'; choose one of: {', '.join(COLOURS)} (or null: rgb)")
+        if self.texture_floor is not None and (self.mask is None or not 0.0 < self.texture_floor <= 1.0):
+            raise ConfigError(f"texture_floor is a fraction in (0, 1] of the face mask's bound (needs mask: face), "
+                              f"got {self.texture_floor} with mask {self.mask}")
 
     @property
     def has_budget(self) -> bool:
@@ -100,6 +115,7 @@ NOT_IN_CACHE_KEY = ("name", "batch_size")
 # Applied after the attack: photos that differ only in these share one attack's output.
 BUDGET_KEYS = ("ssim_min", "lpips_max", "delta_e_max")
 MASKS = ("face",)
+COLOURS = ("luma",)
 
 
 @dataclass

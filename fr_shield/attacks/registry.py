@@ -8,7 +8,8 @@ loop, the bounds and the step rule.
 ``attack_key`` names a protected photo's cache folder: the hash of the whole resolved attack
 config (less ``NOT_IN_CACHE_KEY``, settings that cannot change a photo) and of the SHA-256 of
 every weight file the attack runs (surrogates and the perceptual metric). A new setting is keyed
-the day it is added, with no list to update.
+the day it is added, with no list to update. Settings left unset (None: off) are left out, so a
+new switch that defaults to None keeps every existing cache entry valid.
 """
 
 from __future__ import annotations
@@ -77,11 +78,11 @@ def attack_key(config, with_budget: bool = True) -> str:
     """A short hash of everything that determines the protected photo (``with_budget=False``: of
     the attack's own output, before the per-face budget scales it)."""
     config = to_attack_config(config)
-    values = {k: v for k, v in as_dict(config).items() if k not in NOT_IN_CACHE_KEY}
+    values = {k: v for k, v in as_dict(config).items() if k not in NOT_IN_CACHE_KEY and v is not None}
     # An unset budget and no budget are one thing: the attack's own output (which depends on the
     # budget only when the attack optimises inside it).
     with_budget = with_budget or config.budget_in_loop
-    values = {k: v for k, v in values.items() if k not in BUDGET_KEYS or (with_budget and v is not None)}
+    values = {k: v for k, v in values.items() if k not in BUDGET_KEYS or with_budget}
     weights = {model: _weights_of(model) for model in config.surrogates}
     if config.alpha > 0:
         weights["perceptual"] = [WEIGHTS[f"stlpips_{config.lpips_backbone}"].sha256]

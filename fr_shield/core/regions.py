@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import kornia
 import numpy as np
 import torch
 
@@ -117,3 +118,20 @@ def region_margin(reach: int, scale: float = 1.0) -> float:
     """The one margin rule: how far (photo px) beyond a face's crops its work reads, for kernels up
     to ``reach`` px applied at ``scale`` of the photo's resolution."""
     return (reach // 2 + EDGE) / scale
+
+
+TEXTURE_SIGMA = 2.0  # px: the neighbourhood whose luma spread decides how much change hides there
+TEXTURE_FULL = 0.03  # a local luma standard deviation (about 8/255) at which the full bound applies
+
+
+def texture_weight(image: torch.Tensor, floor: float) -> torch.Tensor:
+    """[H, W] in [floor, 1]: how much of the per-pixel bound a change may use, from the clean
+    image [1, 3, H, W] in [0, 1]. Contrast masking: a change of the same size is far less visible
+    on hair, brows, beard and edges (high local luma spread) than on flat cheeks and forehead."""
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"texture_weight: needs one RGB image [1, 3, H, W], got {tuple(image.shape)}")
+    luma = (image * image.new_tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(dim=1, keepdim=True)
+    size = 2 * int(3 * TEXTURE_SIGMA) + 1
+    blur = kornia.filters.GaussianBlur2d((size, size), (TEXTURE_SIGMA, TEXTURE_SIGMA), border_type="reflect")
+    spread = (blur(luma * luma) - blur(luma).pow(2)).clamp_min(0).sqrt()
+    return (spread / TEXTURE_FULL).clamp(floor, 1.0)[0, 0]

@@ -42,6 +42,7 @@ class BudgetPointConfig:
 
     ssim_min: float | None = None
     lpips_max: float | None = None
+    delta_e_max: float | None = None  # mean CIE76 colour difference on each face crop
 
 
 @dataclass

@@ -40,18 +40,22 @@ from fr_shield.study.tracking import cell_metrics, job_run, tracking_uri
 log = logging.getLogger(__name__)
 
 TARGET_SSIM, TARGET_TOP1 = 0.95, 0.05  # issue 7's target (with ST-LPIPS <= 0.05)
-QUALITY_COLUMNS = ["ssim_face", "lpips_face", "psnr_face", "ssim_photo", "psnr_photo", "linf", "budget_scale"]
+QUALITY_COLUMNS = ["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "psnr_face", "ssim_photo",
+                   "psnr_photo", "linf", "budget_scale", "seconds"]
 
 
-def budget_label(ssim_min: float | None, lpips_max: float | None) -> str:
-    """``None, None`` -> ``unbounded``; ``0.95, 0.05`` -> ``ssim0.95_lpips0.05``."""
+def budget_label(ssim_min: float | None, lpips_max: float | None, delta_e_max: float | None = None) -> str:
+    """``None, None`` -> ``unbounded``; ``0.95, 0.05`` -> ``ssim0.95_lpips0.05``; with a colour
+    limit of 2.3 -> ``ssim0.95_lpips0.05_de2.3``."""
     parts = ([f"ssim{ssim_min:g}"] if ssim_min is not None else []) + \
-            ([f"lpips{lpips_max:g}"] if lpips_max is not None else [])
+            ([f"lpips{lpips_max:g}"] if lpips_max is not None else []) + \
+            ([f"de{delta_e_max:g}"] if delta_e_max is not None else [])
     return "_".join(parts) or "unbounded"
 
 
 def _budgets(config) -> list[dict]:
-    return [{"ssim_min": b.get("ssim_min"), "lpips_max": b.get("lpips_max")} for b in as_dict(config.tradeoff)["budgets"]]
+    return [{key: b.get(key) for key in ("ssim_min", "lpips_max", "delta_e_max")}
+            for b in as_dict(config.tradeoff)["budgets"]]
 
 
 def protect_budgets(config, located, cache: Path, device: torch.device) -> tuple[dict[str, dict[Path, Path]], pd.DataFrame]:
@@ -60,7 +64,7 @@ def protect_budgets(config, located, cache: Path, device: torch.device) -> tuple
     landmarks = {p: [located.landmarks[p]] for p in targets}
     files, rows = {}, []
     for budget in _budgets(config):
-        label = budget_label(budget["ssim_min"], budget["lpips_max"])
+        label = budget_label(**budget)
         settings = {**as_dict(config.attack), **budget}
         photos = protect_photos(targets, landmarks, settings, cache, device, config.weights_dir, config.progress)
         files[label] = {path: photo.protected for path, photo in photos.items()}
@@ -84,11 +88,18 @@ def evaluate_budgets(config, located, files: dict[str, dict[Path, Path]], device
     return table.rename(columns={"variant": "budget"})
 
 
+def data_name(config) -> str:
+    """``glint24`` or ``lfw``: which data set a job's photos come from (its root folder says)."""
+    return "glint24" if "glint24" in str(config.data.root).lower() else "lfw"
+
+
 def job(config, located, output_dir: Path, cache: Path, device: torch.device) -> pd.DataFrame:
     """One attack's trade-off: protect at every budget, evaluate, write and log the tables."""
     files, quality = protect_budgets(config, located, cache, device)
     quality.to_csv(output_dir / "quality.csv", index=False)
     table = evaluate_budgets(config, located, files, device, cache)
+    table.insert(0, "data", data_name(config))
+    table.insert(1, "surrogates", "+".join(config.attack.surrogates))
     means = quality.groupby("budget")[[c for c in QUALITY_COLUMNS if c in quality]].mean()
     table = table.merge(means.add_prefix("mean_").reset_index(), on="budget", how="left")
     table.to_csv(output_dir / "tradeoff.csv", index=False)
@@ -106,7 +117,7 @@ def log_to_mlflow(config, table: pd.DataFrame, quality_path: Path, overrides: li
     (``top1/<subset>/<model>/<cell>/<budget>``) and the budgets' mean quality (``quality/...``)."""
     metrics = cell_metrics(table, table["cell"], suffix="budget")
     for row in table.drop_duplicates("budget").itertuples():
-        for column in ("mean_ssim_face", "mean_lpips_face", "mean_budget_scale"):
+        for column in ("mean_ssim_face", "mean_lpips_face", "mean_delta_e_face", "mean_budget_scale"):
             if hasattr(row, column) and not pd.isna(getattr(row, column)):
                 metrics[f"quality/{column[5:]}/{row.budget}"] = float(getattr(row, column))
     name = " ".join(overrides) or "tradeoff"
@@ -247,6 +258,55 @@ def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool =
     return text
 
 
+HELDOUT_KEY = ["data", "heldout_model", "attack", "surrogates", "budget", "cell"]
+HELDOUT_COLUMNS = HELDOUT_KEY + ["top1", "top5", "n_probes", "ssim_face", "lpips_face", "delta_e_face",
+                                 "delta_e_p95_face", "seconds_per_photo"]
+
+
+def model_label(name: str) -> str:
+    """A registry name as it is; ``onnx:<path>`` -> the file's stem."""
+    return Path(name[len("onnx:"):]).stem if name.startswith("onnx:") else name
+
+
+def heldout_table(folders: list[Path]) -> pd.DataFrame:
+    """Issue 13's tidy table: one row per (data, held-out model, attack setting, surrogates, budget,
+    transform cell) from the jobs' ``tradeoff.csv``, with the budget's mean face quality and the
+    attack's seconds per photo. Only black-box evaluators (never a surrogate of that job) and the
+    clean photos (attack ``none``, budget ``clean``) appear."""
+    parts = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("tradeoff.csv")):
+            table = pd.read_csv(path)
+            quality = pd.read_csv(path.parent / "quality.csv")
+            if "seconds" not in quality:
+                quality["seconds"] = np.nan
+            means = quality.groupby("budget")[["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face",
+                                               "seconds"]].mean().reset_index()
+            surrogates = set(str(table["surrogates"].iloc[0]).split("+"))
+            rows = table[(table["subset"] == "protected") & ~table["model"].isin(surrogates)]
+            rows = rows.drop(columns=[c for c in rows.columns if c.startswith("mean_")]).merge(means, on="budget", how="left")
+            clean = rows["budget"] == "clean"
+            rows.loc[clean, ["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "seconds"]] = [1.0, 0, 0, 0, 0]
+            rows.loc[clean, "surrogates"] = ""
+            parts.append(rows.assign(heldout_model=rows["model"].map(model_label)).rename(columns={"seconds": "seconds_per_photo"}))
+    if not parts:
+        raise SystemExit("no tradeoff.csv found below " + ", ".join(map(str, folders)))
+    table = pd.concat(parts, ignore_index=True)
+    return table[HELDOUT_COLUMNS].drop_duplicates(HELDOUT_KEY, keep="last")
+
+
+def write_heldout(folders: list[Path], out: Path) -> pd.DataFrame:
+    """Merge the folders' rows into ``out`` (rows with the same key are replaced)."""
+    table = heldout_table(folders)
+    if out.exists():
+        table = pd.concat([pd.read_csv(out, keep_default_na=False, na_values=[""]), table], ignore_index=True)
+        table["surrogates"] = table["surrogates"].fillna("")
+        table = table.drop_duplicates(HELDOUT_KEY, keep="last")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.sort_values(HELDOUT_KEY).to_csv(out, index=False, float_format="%.4f")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fr_shield tradeoff", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,7 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--out", type=Path, default=Path("experiments/images/tradeoff"))
     make.add_argument("--strips", default="ssim0.95_lpips0.05", help="budget labels to draw strips for (comma)")
     make.add_argument("--no-mlflow", action="store_true")
+    tidy = commands.add_parser("heldout", help="merge the jobs' held-out rows into one tidy CSV")
+    tidy.add_argument("folders", nargs="+", type=Path)
+    tidy.add_argument("--out", type=Path, default=Path("experiments/transfer/heldout.csv"))
     args = parser.parse_args(argv)
+    if args.command == "heldout":
+        table = write_heldout(args.folders, args.out)
+        print(f"{len(table)} rows in {args.out}")
+        return 0
     print(report(args.folders, args.out, [b for b in args.strips.split(",") if b], not args.no_mlflow))
     return 0
 
