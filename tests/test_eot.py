@@ -398,6 +398,38 @@ def test_tradeoff_points_tables_and_plot(tmp_path):
     assert plot_curves(points, tmp_path / "curve.png").stat().st_size > 5_000
 
 
+def test_heldout_csv_keeps_only_models_outside_the_ensemble(tmp_path):
+    """``tradeoff heldout``: one tidy row per (data, held-out model, setting, surrogates, budget,
+    cell); a surrogate of the run never appears; reruns replace their rows instead of adding."""
+    from fr_shield.study.tradeoff import HELDOUT_COLUMNS, budget_label, heldout_markdown, write_heldout
+
+    assert budget_label(0.95, 0.05, 2.3) == "ssim0.95_lpips0.05_de2.3"
+    rows = []
+    for variant, role_of in [("clean", {}), ("ssim0.95_lpips0.05_de2.3", {"sface": "black-box", "dlib_resnet": "white-box",
+                                                                        "onnx:/x/mfn_a.onnx": "black-box"})]:
+        for model in ["sface", "dlib_resnet", "onnx:/x/mfn_a.onnx"]:
+            for cell in ["none", "jpeg_q75"]:
+                for subset in ["protected", "all"]:
+                    rows.append({"data": "lfw", "surrogates": "dlib_resnet", "attack": "none" if variant == "clean" else "ours_transfer",
+                                 "budget": variant, "cell": cell, "model": model, "role": role_of.get(model, "clean"),
+                                 "subset": subset, "top1": 0.25 if model == "sface" else 0.5, "top5": 0.75, "n_probes": 20,
+                                 "mean_ssim_face": 0.95})
+    job = tmp_path / "runs" / "job"
+    job.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(job / "tradeoff.csv", index=False)
+    pd.DataFrame([{"budget": "ssim0.95_lpips0.05_de2.3", "ssim_face": 0.951, "lpips_face": 0.02, "delta_e_face": 2.2,
+                   "delta_e_p95_face": 5.0, "seconds": 40.0}] * 2).to_csv(job / "quality.csv", index=False)
+    out = tmp_path / "heldout.csv"
+    for _ in range(2):
+        table = write_heldout([tmp_path / "runs"], out)
+    written = pd.read_csv(out)
+    assert list(written.columns) == HELDOUT_COLUMNS and len(written) == len(table) == 2 * 2 * 2
+    assert set(written["heldout_model"]) == {"sface", "mfn_a"}  # dlib_resnet was a surrogate
+    attacked = written[written["attack"] == "ours_transfer"]
+    assert (attacked["delta_e_face"] == 2.2).all() and (attacked["seconds_per_photo"] == 40.0).all()
+    assert "| lfw | ours_transfer | dlib_resnet | ssim0.95_lpips0.05_de2.3 | 0.951 |" in heldout_markdown(written)
+
+
 @pytest.mark.real
 def test_tradeoff_job_end_to_end_on_tiny_data(tmp_path, weight_cache):
     """``experiment=tradeoff`` on a tiny dataset and a tiny ONNX surrogate/evaluator: the job writes
@@ -411,19 +443,20 @@ def test_tradeoff_job_end_to_end_on_tiny_data(tmp_path, weight_cache):
     done = _job(tmp_path, "experiment=tradeoff", "attack=ours_eot", "attack.steps=2", "attack.batch_size=4",
                 f"attack.surrogates=['onnx:{model}']", "data.max_distractor_identities=null",
                 "tradeoff.transforms=[{name: none, levels: [null]}, {name: jpeg, levels: [75]}]",
-                "tradeoff.budgets=[{ssim_min: null}, {ssim_min: 0.99, lpips_max: 0.01}]")
+                "tradeoff.budgets=[{ssim_min: null}, {ssim_min: 0.99, lpips_max: 0.01, delta_e_max: 1.0}]")
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(next((tmp_path / "multirun").glob("*/tradeoff.csv")))
-    assert set(table["budget"]) == {"clean", "unbounded", "ssim0.99_lpips0.01"}
+    assert set(table["budget"]) == {"clean", "unbounded", "ssim0.99_lpips0.01_de1"}
     assert len(table) == 3 * 2 * 1 * 2  # budgets (with clean) x levels x models x subsets
     quality = pd.read_csv(next((tmp_path / "multirun").glob("*/quality.csv")))
-    budgeted = quality[quality["budget"] == "ssim0.99_lpips0.01"]
+    budgeted = quality[quality["budget"] == "ssim0.99_lpips0.01_de1"]
     assert (budgeted["ssim_face"] >= 0.99 - 1e-6).all() and (budgeted["lpips_face"] <= 0.01 + 1e-6).all()
+    assert (budgeted["delta_e_face"] <= 1.0 + 1e-6).all()
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("fr_shield").experiment_id])
-    assert any(key.startswith("top1/protected/") and key.endswith("/ssim0.99_lpips0.01")
+    assert any(key.startswith("top1/protected/") and key.endswith("/ssim0.99_lpips0.01_de1")
                for run in runs for key in run.data.metrics)
-    text = report([tmp_path / "multirun"], tmp_path / "report", ["ssim0.99_lpips0.01"], log=False)
+    text = report([tmp_path / "multirun"], tmp_path / "report", ["ssim0.99_lpips0.01_de1"], log=False)
     assert "ours_eot" in text and (tmp_path / "report" / "tradeoff_heldout.png").exists()
 
 

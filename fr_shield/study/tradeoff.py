@@ -282,6 +282,8 @@ def heldout_table(folders: list[Path]) -> pd.DataFrame:
                 quality["seconds"] = np.nan
             means = quality.groupby("budget")[["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face",
                                                "seconds"]].mean().reset_index()
+            if "surrogates" not in table:  # a job from before the column: its white-box evaluators
+                table.insert(1, "surrogates", "+".join(sorted(set(table.loc[table["role"] == "white-box", "model"]))))
             surrogates = set(str(table["surrogates"].iloc[0]).split("+"))
             rows = table[(table["subset"] == "protected") & ~table["model"].isin(surrogates)]
             rows = rows.drop(columns=[c for c in rows.columns if c.startswith("mean_")]).merge(means, on="budget", how="left")
@@ -293,6 +295,33 @@ def heldout_table(folders: list[Path]) -> pd.DataFrame:
         raise SystemExit("no tradeoff.csv found below " + ", ".join(map(str, folders)))
     table = pd.concat(parts, ignore_index=True)
     return table[HELDOUT_COLUMNS].drop_duplicates(HELDOUT_KEY, keep="last")
+
+
+def heldout_markdown(table: pd.DataFrame) -> str:
+    """The ablation table: per (data, attack setting, surrogates, budget) the mean protected-only
+    top-1 (%) over that run's held-out evaluators in every transform cell, with the face quality
+    and seconds per photo; then the unblurred cell per held-out model."""
+    cells = [c for c in CELL_ORDER if c in set(table["cell"])]
+    keys = ["data", "attack", "surrogates", "budget"]
+    lines = ["| data | setting | surrogates | budget | SSIM face | ST-LPIPS face | ΔE face (p95) | s / photo | held out | "
+             + " | ".join(cells) + " |", "|---" * (9 + len(cells)) + "|"]
+    for key, group in table.groupby(keys, sort=False):
+        first = group.iloc[0]
+        top1 = group.groupby("cell")["top1"].mean()
+        models = ", ".join(sorted(set(group["heldout_model"])))
+        quality = (f"{first.ssim_face:.3f} | {first.lpips_face:.3f} | {first.delta_e_face:.2f} ({first.delta_e_p95_face:.1f}) | "
+                   f"{first.seconds_per_photo:.0f}")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2] or '-'} | {key[3]} | {quality} | {models} | "
+                     + " | ".join(f"{100 * top1[c]:.0f}" if c in top1 else "" for c in cells) + " |")
+    plain = table[table["cell"] == "none"]
+    models = sorted(set(plain["heldout_model"]))
+    lines += ["", "Unblurred cell, protected-only top-1 (%) per held-out model:", "",
+              "| data | setting | surrogates | budget | " + " | ".join(models) + " |", "|---" * (4 + len(models)) + "|"]
+    for key, group in plain.groupby(keys, sort=False):
+        values = group.set_index("heldout_model")["top1"]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2] or '-'} | {key[3]} | "
+                     + " | ".join(f"{100 * values[m]:.0f}" if m in values else "" for m in models) + " |")
+    return "\n".join(lines)
 
 
 def write_heldout(folders: list[Path], out: Path) -> pd.DataFrame:
@@ -322,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "heldout":
         table = write_heldout(args.folders, args.out)
-        print(f"{len(table)} rows in {args.out}")
+        print(heldout_markdown(pd.read_csv(args.out, keep_default_na=False, na_values=[""])))
+        print(f"\n{len(table)} rows in {args.out}")
         return 0
     print(report(args.folders, args.out, [b for b in args.strips.split(",") if b], not args.no_mlflow))
     return 0
