@@ -116,14 +116,14 @@ def test_verdict_flips_from_matched_to_protected_on_a_real_photo(lfw_root, weigh
     copy.mkdir()
     shutil.copyfile(source / "bush.jpg", copy / "bush.jpg")
 
-    def short(preset, device):  # the "mid" preset's budget, a few large steps
+    def short(preset, device):  # the "high" preset's bound and budget, a few large steps
         return FaceProtector(dataclasses.replace(preset.attack, steps=12, step_size=0.004), device)
 
     protected = tmp_path / "protected"
-    result = run_protect([source], protected, ProtectOptions(preset="mid", progress=False, threads=1),
+    result = run_protect([source], protected, ProtectOptions(preset="high", progress=False, threads=1),
                          protector_factory=short, log=lambda s: None)
     row = result.rows[0]
-    assert row["status"] == "protected" and row["lpips"] <= 0.05 and row["ssim"] >= 0.95 and row["delta_e"] <= 2.3
+    assert row["status"] == "protected" and row["lpips"] <= 0.10 and row["ssim"] >= 0.88
 
     models = [create(name) for name in check.DEFAULT_MODELS]
     checker = Checker(models, FaceDetector(), get_transforms(["none", "jpeg_q75"]))

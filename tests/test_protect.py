@@ -45,7 +45,9 @@ OTHER_FACES = ["Colin_Powell/Colin_Powell_0001.jpg", "Tony_Blair/Tony_Blair_0001
 
 def tiny_factory(preset, device):
     """The pipeline with two tiny random surrogates and a short attack (behaviour, not strength)."""
-    config = dataclasses.replace(preset.attack, steps=3, step_size=0.01, alpha=0.0, branches=[BranchConfig()])
+    # Some start noise: with the identity branch alone the objective's gradient is 0 at the clean photo.
+    config = dataclasses.replace(preset.attack, steps=3, step_size=0.01, alpha=0.0, branches=[BranchConfig()],
+                                 init_noise=0.005)
     return FaceProtector(config, device, surrogates=[TinyFR(0), TinyFR(1, size=40, name="tiny40")],
                          metric=TinyPerceptual())
 
