@@ -340,6 +340,13 @@ def test_study_budget_holds_on_every_output_and_budgets_share_one_attack(tmp_pat
     assert all(0 < r.quality["budget_scale"] < 1 and r.quality["budget_met"] for r in budgeted.values())
     record = json.loads(next((tmp_path / "cache" / "protected").glob("*/*.json")).read_text())
     assert "ssim_face" in record
+    # Optimised inside the budget: the hard limit is still enforced on what the attack made.
+    in_loop = {**config, "ssim_min": floor, "lpips_max": ceiling, "budget_in_loop": True, "step_size": 0.06}
+    inside = store.protect_photos(paths, faces, in_loop, tmp_path / "cache", torch.device("cpu"), progress=False,
+                                  protector=store.study_protector(in_loop, torch.device("cpu"), surrogates=surrogates(),
+                                                                  metric=metric))
+    _check_budgets(inside, faces, metric, floor, ceiling, 16 / 255)
+    assert all(r.quality["budget_met"] and "budget_scale" in r.quality for r in inside.values())
 
 
 def _compose_dict(attack: str) -> dict:

@@ -81,8 +81,11 @@ def protect_photos(paths: list[Path], faces: dict[Path, list[np.ndarray]], attac
     return _apply_budget(raw, faces, config, cache, device, weights_dir, protector)
 
 
-def _folder(cache: Path, config) -> Path:
-    folder = Path(cache) / "protected" / attack_key(config)
+def _folder(cache: Path, config, budgeted: bool = False) -> Path:
+    """``budgeted``: the folder of the budget-enforced photos. An attack that optimised inside its
+    budget has the same key for its own output and for the enforced one, so the latter gets a suffix."""
+    key = attack_key(config) + ("-budget" if budgeted and config.budget_in_loop else "")
+    folder = Path(cache) / "protected" / key
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "attack.json", json.dumps(as_dict(config), indent=2).encode())
     return folder
@@ -95,7 +98,7 @@ def _chosen(config, faces: list[np.ndarray]) -> list[np.ndarray]:
 def _apply_budget(raw: dict[Path, ProtectedPhoto], faces: dict[Path, list[np.ndarray]], config, cache: Path,
                   device: torch.device, weights_dir: str | None,
                   protector: FaceProtector | None) -> dict[Path, ProtectedPhoto]:
-    folder = _folder(cache, config)
+    folder = _folder(cache, config, budgeted=True)
     done: dict[Path, ProtectedPhoto] = {}
     for path, photo in raw.items():
         chosen = _chosen(config, faces[path])
