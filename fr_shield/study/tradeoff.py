@@ -301,6 +301,7 @@ def heldout_markdown(table: pd.DataFrame) -> str:
     """The ablation table: per (data, attack setting, surrogates, budget) the mean protected-only
     top-1 (%) over that run's held-out evaluators in every transform cell, with the face quality
     and seconds per photo; then the unblurred cell per held-out model."""
+    table = table.fillna({"surrogates": ""})  # the clean rows have no ensemble
     cells = [c for c in CELL_ORDER if c in set(table["cell"])]
     keys = ["data", "attack", "surrogates", "budget"]
     lines = ["| data | setting | surrogates | budget | SSIM face | ST-LPIPS face | ΔE face (p95) | s / photo | held out | "
