@@ -32,6 +32,7 @@ import torch
 
 from fr_shield.attacks.config import as_dict
 from fr_shield.core.imageio import load_rgb
+from fr_shield.models.registry import ONNX_PREFIX
 from fr_shield.study.benchmark import evaluate_variants
 from fr_shield.study.figures import comparison_strip
 from fr_shield.study.protected_cache import protect_photos
@@ -265,7 +266,7 @@ HELDOUT_COLUMNS = HELDOUT_KEY + ["top1", "top5", "n_probes", "ssim_face", "lpips
 
 def model_label(name: str) -> str:
     """A registry name as it is; ``onnx:<path>`` -> the file's stem."""
-    return Path(name[len("onnx:"):]).stem if name.startswith("onnx:") else name
+    return Path(name[len(ONNX_PREFIX):]).stem if name.startswith(ONNX_PREFIX) else name
 
 
 def heldout_table(folders: list[Path]) -> pd.DataFrame:
@@ -278,12 +279,8 @@ def heldout_table(folders: list[Path]) -> pd.DataFrame:
         for path in sorted(Path(folder).rglob("tradeoff.csv")):
             table = pd.read_csv(path)
             quality = pd.read_csv(path.parent / "quality.csv")
-            if "seconds" not in quality:
-                quality["seconds"] = np.nan
             means = quality.groupby("budget")[["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face",
                                                "seconds"]].mean().reset_index()
-            if "surrogates" not in table:  # a job from before the column: its white-box evaluators
-                table.insert(1, "surrogates", "+".join(sorted(set(table.loc[table["role"] == "white-box", "model"]))))
             surrogates = set(str(table["surrogates"].iloc[0]).split("+"))
             rows = table[(table["subset"] == "protected") & ~table["model"].isin(surrogates)]
             rows = rows.drop(columns=[c for c in rows.columns if c.startswith("mean_")]).merge(means, on="budget", how="left")
@@ -326,14 +323,14 @@ def heldout_markdown(table: pd.DataFrame) -> str:
 
 
 def write_heldout(folders: list[Path], out: Path) -> pd.DataFrame:
-    """Merge the folders' rows into ``out`` (rows with the same key are replaced)."""
+    """Merge the folders' rows into ``out`` (rows with the same key are replaced); the merged table."""
     table = heldout_table(folders)
-    if out.exists():
-        table = pd.concat([pd.read_csv(out, keep_default_na=False, na_values=[""]), table], ignore_index=True)
-        table["surrogates"] = table["surrogates"].fillna("")
+    if out.exists():  # the clean rows' empty ensemble reads back as NaN
+        table = pd.concat([pd.read_csv(out).fillna({"surrogates": ""}), table], ignore_index=True)
         table = table.drop_duplicates(HELDOUT_KEY, keep="last")
+    table = table.sort_values(HELDOUT_KEY)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.sort_values(HELDOUT_KEY).to_csv(out, index=False, float_format="%.4f")
+    table.to_csv(out, index=False, float_format="%.4f")
     return table
 
 
@@ -352,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "heldout":
         table = write_heldout(args.folders, args.out)
-        print(heldout_markdown(pd.read_csv(args.out, keep_default_na=False, na_values=[""])))
+        print(heldout_markdown(table))
         print(f"\n{len(table)} rows in {args.out}")
         return 0
     print(report(args.folders, args.out, [b for b in args.strips.split(",") if b], not args.no_mlflow))
