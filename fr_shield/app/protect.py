@@ -18,11 +18,15 @@ For each photo (files, or folders searched recursively; JPEG, PNG, WebP):
 
 A manifest in ``--out`` (``.fr-shield-manifest.json``) records finished files, so a second run
 skips outputs that are complete and redoes the rest. Originals are only ever read.
+
+Before the work, a planning pass detects the faces of the photos still to do (the progress bar
+counts faces) and times a short attack on one of them, to say how long the run will take here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import signal
@@ -62,6 +66,9 @@ MANIFEST = ".fr-shield-manifest.json"
 OTHER_IMAGE_SUFFIXES = (".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".dng",
                         ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raw", ".jp2", ".ico", ".psd")
 FAILED = ("unreadable", "unsupported", "error", "missing")
+CALIBRATION_STEPS = 2  # attack steps timed on the first face for the estimate
+
+StepCallback = Callable[[int, torch.Tensor, dict], None]  # FaceProtector.perturb's on_step(step, value, parts)
 
 
 # --------------------------------------------------------------------------- one photo
@@ -72,11 +79,12 @@ def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def protect_array(protector: FaceProtector, image: np.ndarray, faces: Sequence[Face],
-                  render: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, list[FaceRecord]]:
+                  render: Callable[[np.ndarray], np.ndarray] | None = None,
+                  on_step: StepCallback | None = None) -> tuple[np.ndarray, list[FaceRecord]]:
     """Protected copy of ``image`` (H x W x 3 float in [0, 1], 8-bit values) and a record per face.
 
     ``render`` maps a uint8 region to what the saved file will hold there (e.g. a JPEG round
-    trip); the budget is enforced on that.
+    trip); the budget is enforced on that. ``on_step(step, value, parts)``: after each attack step.
     """
     def render_tensor(region: torch.Tensor) -> torch.Tensor:
         region = quantise(region)
@@ -86,7 +94,7 @@ def protect_array(protector: FaceProtector, image: np.ndarray, faces: Sequence[F
         return torch.from_numpy(np.array(render(pixels))).permute(2, 0, 1)[None].float().div(255).to(region.device)
 
     clean = _to_tensor(image, protector.device)
-    protected, records = protector.protect(clean, [face.landmarks for face in faces], render_tensor)
+    protected, records = protector.protect(clean, [face.landmarks for face in faces], render_tensor, on_step)
     for record, face in zip(records, faces):
         record.box = [float(v) for v in face.box]
     return protected[0].permute(1, 2, 0).cpu().numpy(), records
@@ -139,6 +147,7 @@ class ProtectOptions:
     weights_dir: str | None = None
     surrogates: list[str] | None = None
     threads: int | None = None  # CPU threads for torch (None: every core)
+    estimate: bool = True  # count the faces and time a short attack before the work (--no-estimate)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -241,8 +250,13 @@ def _summarise(records: list[FaceRecord]) -> dict:
 
 
 def protect_file(job: Job, protector_factory: Callable[[], FaceProtector], detector_factory: Callable[[], FaceDetector],
-                 options: ProtectOptions, on_stage: Callable[[str], None] = lambda s: None) -> dict:
-    """Protect one file; returns its summary row (never raises for a bad photo)."""
+                 options: ProtectOptions, on_stage: Callable[[str], None] = lambda s: None,
+                 faces: Sequence[Face] | None = None, on_faces: Callable[[float], None] = lambda n: None) -> dict:
+    """Protect one file; returns its summary row (never raises for a bad photo).
+
+    ``faces``: what the planning pass found in it (None: detect here). ``on_faces(n)``: n more
+    faces' worth of attack steps done (fractions of a face per step, for the per-face bar).
+    """
     started = time.perf_counter()
     display = job.relative.as_posix()
     if not is_photo_name(job.source) and not job.explicit:
@@ -260,14 +274,16 @@ def protect_file(job: Job, protector_factory: Callable[[], FaceProtector], detec
     notes = list(photo.notes)
     if photo.had_gps:
         notes.append("location kept" if options.keep_gps else "location removed")
-    on_stage("detect")
-    faces = detector_factory()(photo.rgb)
+    if faces is None:
+        on_stage("detect")
+        faces = detector_factory()(photo.rgb)
     if not faces:
         return _no_face(job, display, photo, options, notes, started)
     protector = protector_factory()
     on_stage(f"protect {len(faces)} face(s)")
     render = jpeg_round_trip if photo.format == "JPEG" else None
-    protected, records = protect_array(protector, photo.rgb, faces, render)
+    on_step = _step_progress(protector, faces, photo.rgb.shape[:2], on_faces)
+    protected, records = protect_array(protector, photo.rgb, faces, render, on_step)
     data = encode_protected(photo, protected, options.keep_gps)
     written = _decode(data, photo)
     measure(protector, photo.rgb, written, faces, records)
@@ -278,6 +294,21 @@ def protect_file(job: Job, protector_factory: Callable[[], FaceProtector], detec
         notes.append("large face: perturbation computed at reduced scale and upsampled")
     return _row(display, "protected", faces=len(faces), notes=notes, output=str(job.target),
                 seconds=time.perf_counter() - started, **_summarise(records))
+
+
+def _step_progress(protector: FaceProtector, faces: Sequence[Face], image_hw: tuple[int, int],
+                   on_faces: Callable[[float], None]) -> StepCallback:
+    """``on_step`` reporting each attack step as faces' worth of work: a photo's regions may be attacked
+    in several batches, and a step of a batch counts its regions' share of the photo's faces over the
+    attack's steps (exact when each region holds one face, as apart faces do; run_protect settles the
+    bar to the exact count when the photo is done, since early stop ends batches early)."""
+    regions = protector.regions([face.landmarks for face in faces], image_hw)
+    per_region_step = len(faces) / len(regions) / protector.config.steps
+
+    def on_step(step: int, value: torch.Tensor, parts: dict) -> None:
+        on_faces(len(value) * per_region_step)  # value: one objective per region still attacked
+
+    return on_step
 
 
 def _no_face(job: Job, display: str, photo: Photo | None, options: ProtectOptions, notes: list[str],
@@ -326,6 +357,77 @@ def format_table(rows: list[dict], models: Sequence[str]) -> str:
     return "\n".join(text)
 
 
+# --------------------------------------------------------------------------- the planning pass
+
+
+@dataclass
+class FacePlan:
+    """The faces in the pending photos, found before any attack: the bar's total and the estimate's count."""
+
+    faces: dict[Path, list[Face]] = field(default_factory=dict)  # by output path, every pending photo read
+    first: tuple[Path, Face] | None = None  # the first face found and its photo's source: the calibration's
+
+    @property
+    def total(self) -> int:
+        return sum(len(found) for found in self.faces.values())
+
+
+def plan_faces(pending: Sequence[Job], detector_factory: Callable[[], FaceDetector]) -> FacePlan:
+    """Read and detect every pending photo as ``protect_file`` will (it reuses the faces found here)."""
+    plan = FacePlan()
+    for job in pending:
+        if not is_photo_name(job.source) and not job.explicit:
+            continue
+        try:
+            faces = detector_factory()(read_photo(job.source).rgb)
+        except Exception:  # noqa: BLE001 - protect_file reads it again and reports why it fails
+            continue
+        plan.faces[job.target] = faces
+        if faces and plan.first is None:
+            plan.first = (job.source, faces[0])
+    return plan
+
+
+def seconds_per_step(protector: FaceProtector, source: Path, face: Face, weights_dir: str | None = None) -> float:
+    """This machine's time for one attack step: ``CALIBRATION_STEPS`` steps of the run's own attack on
+    one face, the loaded networks shared (early stop off, so every step is timed)."""
+    config = dataclasses.replace(protector.config, steps=CALIBRATION_STEPS, stop_margin=None)
+    short = FaceProtector(config, protector.device, weights_dir, surrogates=protector.models, metric=protector.metric,
+                          work_side=protector.work_side, whole_photo_fraction=protector.whole_photo_fraction)
+    image = _to_tensor(read_photo(source).rgb, protector.device)
+    started = time.perf_counter()
+    short.perturb(image, [[face.landmarks]])
+    return (time.perf_counter() - started) / CALIBRATION_STEPS
+
+
+def estimate_line(plan: FacePlan, protector_factory: Callable[[], FaceProtector], weights_dir: str | None = None) -> str:
+    """What the run will cost, said before it starts: faces x the attack's steps x the calibrated
+    seconds per step (the budget's few metric evaluations per face are left out)."""
+    found = f"found {plan.total} face(s) in {len(plan.faces)} photo(s)"
+    if plan.first is None:
+        return f"{found}; nothing to attack"
+    protector = protector_factory()
+    step = seconds_per_step(protector, *plan.first, weights_dir)
+    expected = plan.total * protector.config.steps * step
+    return f"{found}; expected about {_duration(expected)} on this machine (calibrated: {step:.2g} s per attack step)"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _face_bar(total: int, enabled: bool):
+    """The per-face progress bar (fractional counts shown to one decimal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="protect", unit="face", disable=not enabled, file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+
+
 @dataclass
 class RunResult:
     rows: list[dict]
@@ -338,8 +440,6 @@ def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
                 protector_factory: Callable[[PresetConfig, torch.device], FaceProtector] | None = None,
                 detector: FaceDetector | None = None, log: Callable[[str], None] = print) -> RunResult:
     """Protect ``inputs`` into ``out``; ``protector_factory`` lets tests inject tiny models."""
-    from tqdm import tqdm
-
     if options.no_face not in ("copy", "skip"):
         raise UsageError(f"--no-face must be copy or skip, not {options.no_face!r}")
     preset = load_preset(options)
@@ -366,30 +466,37 @@ def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
         return cache["detector"]
 
     interrupted = False
-    bar = tqdm(jobs, desc="protect", unit="photo", disable=not options.progress, file=sys.stderr)
     try:
-        for job in bar:
-            bar.set_postfix_str(job.relative.as_posix()[-40:])
-            source_hash = sha256_of(job.source) if job.source.is_file() else ""
-            done = manifest.complete(job, source_hash, key)
-            if done is not None:
-                rows.append({**done, "status": "done" if done["status"] == "protected" else done["status"],
-                             "reason": done.get("reason") or "complete from an earlier run"})
-                continue
-            try:
-                row = protect_file(job, get_protector, get_detector, options,
-                                   on_stage=lambda stage, name=job.relative.name: bar.set_postfix_str(f"{name[-30:]}: {stage}"))
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
-                row = _row(job.relative.as_posix(), "error", reason=f"{type(error).__name__}: {error}")
-            rows.append(row)
-            if row["status"] in ("protected", "copied", "no face"):
-                manifest.record(job, source_hash, key, row)
+        hashes = {job.target: sha256_of(job.source) if job.source.is_file() else "" for job in jobs}
+        finished = {job.target: manifest.complete(job, hashes[job.target], key) for job in jobs}
+        pending = [job for job in jobs if finished[job.target] is None]
+        plan = plan_faces(pending, get_detector) if options.estimate or options.progress else FacePlan()
+        if options.estimate:
+            log(estimate_line(plan, get_protector, options.weights_dir))
+        with _face_bar(plan.total, options.progress) as bar:
+            settled = 0
+            for job in jobs:
+                bar.set_postfix_str(job.relative.as_posix()[-40:])
+                done = finished[job.target]
+                if done is not None:
+                    rows.append({**done, "status": "done" if done["status"] == "protected" else done["status"],
+                                 "reason": done.get("reason") or "complete from an earlier run"})
+                    continue
+                faces = plan.faces.get(job.target)
+                try:
+                    row = protect_file(job, get_protector, get_detector, options, faces=faces, on_faces=bar.update,
+                                       on_stage=lambda stage, name=job.relative.name: bar.set_postfix_str(f"{name[-30:]}: {stage}"))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+                    row = _row(job.relative.as_posix(), "error", reason=f"{type(error).__name__}: {error}")
+                rows.append(row)
+                if row["status"] in ("protected", "copied", "no face"):
+                    manifest.record(job, hashes[job.target], key, row)
+                settled += len(faces or ())
+                bar.update(settled - bar.n)  # exact at each photo's end: early stop skips steps
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        bar.close()
     models = get_protector().model_names if "protector" in cache else list(preset.attack.surrogates)
     report = {"preset": {"name": preset.name, "target": preset.target},
               "attack": as_dict(preset.attack), "out": str(out), "device": str(device),
@@ -447,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-gps", action="store_true", help="keep the location (GPS) metadata")
     parser.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-estimate", action="store_true",
+                        help="start at once, without the face count and timed short attack that estimate the duration")
     parser.add_argument("--weights-dir", default=None, help="weight cache (default: ~/.cache/fr_shield/weights)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     return parser
@@ -456,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = ProtectOptions(preset=args.preset, attack=args.attack, device=args.device, no_face=args.no_face,
                              keep_gps=args.keep_gps, json_path=args.json_path, progress=not args.no_progress,
-                             weights_dir=args.weights_dir, threads=args.threads,
+                             weights_dir=args.weights_dir, threads=args.threads, estimate=not args.no_estimate,
                              surrogates=[s for s in args.surrogates.split(",") if s] if args.surrogates else None)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

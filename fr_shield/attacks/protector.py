@@ -266,10 +266,11 @@ class FaceProtector:
                                             scale=outcome.scale, budget_met=outcome.met)
         return result, records
 
-    def protect(self, image: torch.Tensor, faces: Sequence[np.ndarray],
-                render: Render | None = None) -> tuple[torch.Tensor, list[FaceRecord]]:
-        """One photo [1, 3, H, W]: attack, budget, 8-bit; a record per face."""
-        regions = self.perturb(image, [list(faces)])[0]
+    def protect(self, image: torch.Tensor, faces: Sequence[np.ndarray], render: Render | None = None,
+                on_step=None) -> tuple[torch.Tensor, list[FaceRecord]]:
+        """One photo [1, 3, H, W]: attack, budget, 8-bit; a record per face. ``on_step`` as in
+        ``perturb`` (called per step of each batch of regions: the command's progress bar)."""
+        regions = self.perturb(image, [list(faces)], on_step)[0]
         protected, records = self.apply_budget(image, self.paste(image, regions), faces, render)
         for part in regions:
             for index in part.members:
