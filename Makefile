@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install weights run verify test test-fast samples bench baseline phase1 phase2 phase3 heldout heldout-all tradeoff ui clean
+.PHONY: help install weights run verify test test-fast samples bench bench-attack profile baseline phase1 phase2 phase3 heldout heldout-all tradeoff ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -36,8 +36,14 @@ test-fast: install ## Unit tests only (no real weights or data, no subprocess sw
 
 RUN := $(PY) -m fr_shield.run
 
-bench: weights ## Speed: the attack vs a LowKey-style reference loop, same run (ARGS=--attacks lowkey,ours)
+bench: weights ## Speed of fr-shield protect per preset (lfw, 12mp, group6) vs its reference path, same run (ARGS=--presets mid,low)
+	$(PY) benchmarks/bench_protect.py --json outputs/bench_protect.json $(ARGS)
+
+bench-attack: weights ## Speed of the study's attack vs a LowKey-style reference loop, same run (ARGS=--attacks lowkey,ours)
 	$(PY) benchmarks/bench_attack.py --json outputs/bench.json $(ARGS)
+
+profile: weights ## Where one attack step's time goes, part by part (ARGS=--preset mid)
+	$(PY) benchmarks/profile_step.py $(ARGS)
 
 samples: run ## Alias of run
 

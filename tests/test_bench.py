@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_attack  # noqa: E402
+import bench_protect  # noqa: E402
 
 pytestmark = pytest.mark.real
 
@@ -30,3 +31,17 @@ def test_bench_writes_the_table_and_json(lfw_root, weight_cache, tmp_path, capsy
     assert report["clean_top1"]["mean"] == 1.0  # two identities, clean: everything is recognised
     assert {row["model"] for row in report["evaluation"]} == {"sface", "dlib_resnet", "facenet_casia"}
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_bench_protect_times_the_tool_against_its_reference_path(lfw_root, weight_cache, tmp_path, capsys):
+    out = tmp_path / "bench_protect.json"
+    code = bench_protect.main(["--json", str(out), "--presets", "mid", "--photos", "lfw", "--steps", "2",
+                               "--threads", "2"])
+    assert code == 0
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["name"] == "protect_mid_lfw" and case["faces"] == 1
+    assert case["seconds_per_face"] > 0 and case["reference_seconds_per_face"] > 0
+    assert case["speedup"] == pytest.approx(case["reference_seconds_per_face"] / case["seconds_per_face"])
+    assert case["ssim_face"] >= 0.95 and case["lpips_face"] <= 0.05  # the mid budget holds on both paths
+    assert case["reference_ssim_face"] >= 0.95
+    assert "protect_mid_lfw" in capsys.readouterr().out

@@ -155,9 +155,9 @@ class ProtectionAttack:
             weights = None if photo_weights is None else photo_weights[active]
             active_index = torch.as_tensor(active, device=clean.device)
             point = rule.point(active_index)
-            value, parts = self.objective(point, work_clean, work_faces, targets, weights)
+            value, parts = self.objective(point, work_clean, work_faces, targets, weights, settings.budget)
             if penalty is not None:  # optimise inside the budget: the weight grows while it is broken
-                excess = self.objective.budget_excess(point, work_clean, work_faces, settings.budget)
+                excess = parts.pop("excess")
                 value = value - penalty[active_index] * excess
                 with torch.no_grad():
                     broken = excess > 0

@@ -93,12 +93,32 @@ class AttackConfig:
     # Also steer toward the budget during the optimisation (an adaptive per-image penalty on each
     # face's excess) instead of only scaling the finished perturbation down afterwards.
     budget_in_loop: bool = False
+    # Speed (issue 14), off by default: the perceptual penalty on the aligned face crops only (not
+    # on the whole work region as well), and a random subset of the branches each step.
+    face_penalty_only: bool | None = None
+    branches_per_step: int | None = None
+    # Transfer and speed: a random subset of this many surrogates each step (issue 13, 2c); None: all.
+    surrogates_per_step: int | None = None
+    # Targeted identity shift: also pull each face toward the least similar face of this folder
+    # of other people's photos (fr_shield.attacks.anchors), with this weight; None: off.
+    anchor_pool: str | None = None
+    anchor_weight: float | None = None
 
     def __post_init__(self):
         if self.mask is not None and self.mask not in MASKS:
             raise ConfigError(f"unknown mask '{self.mask}'; choose one of: {', '.join(MASKS)} (or null)")
         if self.colour is not None and self.colour not in COLOURS:
             raise ConfigError(f"unknown colour '{self.colour}'; choose one of: {', '.join(COLOURS)} (or null: rgb)")
+        if self.branches_per_step is not None and not 1 <= self.branches_per_step <= len(self.branches):
+            raise ConfigError(f"branches_per_step must be between 1 and the number of branches "
+                              f"({len(self.branches)}), got {self.branches_per_step}")
+        if self.surrogates_per_step is not None:
+            if not 1 <= self.surrogates_per_step <= len(self.surrogates):
+                raise ConfigError(f"surrogates_per_step must be between 1 and the number of surrogates "
+                                  f"({len(self.surrogates)}), got {self.surrogates_per_step}")
+            if self.stop_margin is not None:
+                raise ConfigError("surrogates_per_step and stop_margin do not go together: early stop needs "
+                                  "every surrogate's margin each step")
         if self.texture_floor is not None and (self.mask is None or not 0.0 < self.texture_floor <= 1.0):
             raise ConfigError(f"texture_floor is a fraction in (0, 1] of the face mask's bound (needs mask: face), "
                               f"got {self.texture_floor} with mask {self.mask}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from fr_shield.attacks.anchors import anchor_embeddings
 from fr_shield.attacks.attack import ProtectionAttack, register_attack
 from fr_shield.attacks.config import AttackConfig
 from fr_shield.attacks.objective import Branch, ProtectionObjective
@@ -27,4 +28,7 @@ class LowKey(ProtectionAttack):
                               f"ours_eot, not {config.method}")
         branches = [Branch(b.kind, b.kernel_size, b.sigma) for b in config.branches]
         return ProtectionObjective(surrogates, branches, config.normaliser, config.alpha, perceptual,
-                                   config.surrogate_weights, config.feature_dropout or 0.0, config.seed)
+                                   config.surrogate_weights, config.feature_dropout or 0.0, config.seed,
+                                   bool(config.face_penalty_only), config.branches_per_step,
+                                   anchor_embeddings(config.anchor_pool, surrogates), config.anchor_weight or 1.0,
+                                   config.surrogates_per_step)

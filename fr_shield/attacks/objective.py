@@ -6,11 +6,15 @@
 Branches T_b act on the full photo before alignment (LowKey's Gaussian branch: kernel 7,
 sigma 3); the clean targets f(A(x)) are computed once, unsmoothed, and serve every branch.
 p = 1 ("norm", LowKey's code) or p = 2 ("norm_squared", as the study's slide writes "ours").
-LPIPS is the mean of ST-LPIPS on the face crops and on the full photo.
+LPIPS is the mean of ST-LPIPS on the face crops and on the full photo (``face_penalty_only``: on
+the face crops alone, a fifth of the pixels of an LFW-size region).
 
 Work done once per attack, not per step (``targets``): the clean embeddings and the perceptual
 metric's features of the clean face crops and photos. Each step stacks every branch's view into
-one batch per surrogate, so a model runs one forward and one backward pass per step. Networks and
+one batch per surrogate, so a model runs one forward and one backward pass per step
+(``branches_per_step`` / ``surrogates_per_step``: a random subset of the branches / surrogates
+each step, drawn from a seeded generator: fewer passes, and a differently composed ensemble each step).
+The in-loop budget reuses the step's aligned face crops and their ST-LPIPS. Networks and
 their inputs use the channels-last layout: ST-LPIPS's stride-1 convolutions, the bulk of a step's
 FLOPs, ran 1.6x faster that way on a 2-core CPU (the FR models 1.1-1.3x).
 """
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fr_shield.attacks.anchors import choose_anchors
 from fr_shield.core import transforms
 from fr_shield.core.align import FACE_CROP, align_faces
 from fr_shield.core.quality import delta_e, ssim
@@ -101,6 +106,7 @@ class Targets:
     embeddings: list[torch.Tensor]  # per surrogate: f_i(A(x)) of every face [faces, D]
     face_features: list[torch.Tensor] | None = None  # perceptual features of the clean face crops
     photo_features: list[torch.Tensor] | None = None  # ... and of the clean photos
+    anchors: list[torch.Tensor] | None = None  # per surrogate: the anchor identity's embedding per face
 
     def select(self, keep: list[int], faces: Faces) -> Targets:
         """The targets of images ``keep`` only (``faces``: every image's faces, before selection)."""
@@ -112,17 +118,26 @@ class Targets:
             return None if features is None else [f[mask_or_index] for f in features]
 
         return replace(self, embeddings=[e[on_face] for e in self.embeddings],
-                       face_features=pick(self.face_features, on_face), photo_features=pick(self.photo_features, index))
+                       face_features=pick(self.face_features, on_face), photo_features=pick(self.photo_features, index),
+                       anchors=pick(self.anchors, on_face))
 
 
 class ProtectionObjective(nn.Module):
     def __init__(self, surrogates: list[nn.Module], branches: list[Branch], normaliser: str = "norm",
                  alpha: float = 0.05, perceptual: nn.Module | None = None,
-                 surrogate_weights: list[float] | None = None, feature_dropout: float = 0.0, seed: int = 0):
+                 surrogate_weights: list[float] | None = None, feature_dropout: float = 0.0, seed: int = 0,
+                 face_penalty_only: bool = False, branches_per_step: int | None = None,
+                 anchor_pool: list[torch.Tensor] | None = None, anchor_weight: float = 1.0,
+                 surrogates_per_step: int | None = None):
         """``surrogate_weights``: ensemble weighting, one weight >= 0 per surrogate, rescaled to mean 1
         (None: every model weighs the same, LowKey's plain average). ``feature_dropout``: DFANet's
         dropout on every convolution's output of every surrogate during the attack's steps (0: off;
-        the clean targets are always computed without it), drawn from a generator seeded by ``seed``."""
+        the clean targets are always computed without it), drawn from a generator seeded by ``seed``.
+        ``face_penalty_only``: the perceptual penalty on the face crops only, not on the photo.
+        ``branches_per_step`` / ``surrogates_per_step``: that many branches / surrogates, drawn anew
+        each step (None: all).
+        ``anchor_pool``: per surrogate, the embeddings of a pool of other people's faces; each face
+        is also pulled toward its anchor (``fr_shield.attacks.anchors``), weighted by ``anchor_weight``."""
         super().__init__()
         if normaliser not in NORMALISER_POWER:
             raise ValueError(f"unknown normaliser '{normaliser}'; use {', '.join(NORMALISER_POWER)}")
@@ -146,15 +161,41 @@ class ProtectionObjective(nn.Module):
         self.feature_dropout = feature_dropout
         self.dropout_seed = seed
         self.dropout_generator = torch.Generator(device="cpu").manual_seed(seed)
+        if branches_per_step is not None and not 1 <= branches_per_step <= len(branches):
+            raise ValueError(f"branches_per_step must be in 1..{len(branches)} (the branches), got {branches_per_step}")
+        if surrogates_per_step is not None and not 1 <= surrogates_per_step <= len(surrogates):
+            raise ValueError(f"surrogates_per_step must be in 1..{len(surrogates)} (the surrogates), "
+                             f"got {surrogates_per_step}")
+        self.branches_per_step = branches_per_step
+        self.surrogates_per_step = surrogates_per_step
+        self.sample_generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.face_penalty_only = face_penalty_only
+        if anchor_pool is not None and len(anchor_pool) != len(surrogates):
+            raise ValueError(f"anchor_pool needs one embedding matrix per surrogate ({len(surrogates)})")
+        self.anchor_pool = anchor_pool
+        self.anchor_weight = anchor_weight
 
     @property
     def reach(self) -> int:
         """The widest kernel (px) any view applies: how far outside a face crop pixels matter."""
         return max(branch.reach for branch in self.branches)
 
+    def step_branches(self) -> list[Branch]:
+        """The branches of this step: all of them, or ``branches_per_step`` drawn without replacement."""
+        return [self.branches[i] for i in self._subset(len(self.branches), self.branches_per_step)]
+
+    def step_surrogates(self) -> list[int]:
+        """The surrogates (their indices) of this step: all, or ``surrogates_per_step`` drawn."""
+        return self._subset(len(self.surrogates), self.surrogates_per_step)
+
+    def _subset(self, total: int, count: int | None) -> list[int]:
+        if count is None or count == total:
+            return list(range(total))
+        return sorted(torch.randperm(total, generator=self.sample_generator)[:count].tolist())
+
     def views(self, adversarial: torch.Tensor) -> list[torch.Tensor]:
         """The views of the photo every surrogate must fail on (one per branch; EOT adds sampled ones)."""
-        return [branch(adversarial) for branch in self.branches]
+        return [branch(adversarial) for branch in self.step_branches()]
 
     def model_input(self, crops: torch.Tensor, model: nn.Module) -> torch.Tensor:
         """The aligned crops as the surrogate sees them (identity; input diversity overrides it)."""
@@ -188,11 +229,14 @@ class ProtectionObjective(nn.Module):
     def targets(self, images: torch.Tensor, faces: Faces) -> Targets:
         """Clean embeddings f_i(A(x)) of every face, once, without smoothing (and clean LPIPS features)."""
         self.dropout_generator.manual_seed(self.dropout_seed)  # the same draws for the same attack
+        self.sample_generator.manual_seed(self.dropout_seed)
         embeddings = [model(crops_of(images, faces, model.spec)) for model in self.surrogates]
+        anchors = None if self.anchor_pool is None else choose_anchors(embeddings, self.anchor_pool, list(self.surrogates))
         if not self._cached_features():
-            return Targets(embeddings)
-        return Targets(embeddings, self.perceptual.features(crops_of(images, faces, FACE_CROP)),
-                       self.perceptual.features(images.contiguous(memory_format=torch.channels_last)))
+            return Targets(embeddings, anchors=anchors)
+        photo_features = None if self.face_penalty_only else self.perceptual.features(
+            images.contiguous(memory_format=torch.channels_last))
+        return Targets(embeddings, self.perceptual.features(crops_of(images, faces, FACE_CROP)), photo_features, anchors)
 
     def feature_term(self, adversarial: torch.Tensor, faces: Faces,
                      targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,10 +251,15 @@ class ProtectionObjective(nn.Module):
         views = torch.cat(view_list)
         total = adversarial.new_zeros(len(faces))
         face_margin = torch.full((len(weights),), float("inf"), device=device)
-        for number, (model, target) in enumerate(zip(self.surrogates, targets.embeddings)):
+        chosen = self.step_surrogates()
+        for number in chosen:
+            model, target = self.surrogates[number], targets.embeddings[number]
             crops = self.model_input(crops_of(views, faces * n_branches, model.spec), model)
             embedding = self.surrogate(model, crops).reshape(n_branches, *target.shape)
             shift = (embedding - target).pow(2).sum(dim=2).sum(dim=0)
+            if targets.anchors is not None:  # away from the clean face and toward the anchor face
+                anchor = targets.anchors[number]
+                shift = shift - self.anchor_weight * (embedding - anchor).pow(2).sum(dim=2).sum(dim=0)
             per_face = shift / target.norm(dim=1).pow(self.power) * weights
             if self.surrogate_weights is not None:
                 per_face = per_face * self.surrogate_weights[number]
@@ -220,50 +269,76 @@ class ProtectionObjective(nn.Module):
                 face_margin = torch.minimum(face_margin, gap.amin(dim=0))
         margin = torch.full((len(faces),), float("inf"), device=device)
         margin = margin.scatter_reduce(0, image_of_face, face_margin, reduce="amin")
-        return total / (n_branches * len(self.surrogates)), margin
+        return total / (n_branches * len(chosen)), margin
+
+    def face_lpips(self, crops: torch.Tensor, clean: torch.Tensor, faces: Faces,
+                   targets: Targets | None = None) -> torch.Tensor:
+        """ST-LPIPS of every attacked face crop (``crops``: [faces, 3, 112, 112]) from its clean crop."""
+        metric = self.perceptual
+        if targets is not None and targets.face_features is not None:
+            return metric.distance_from_features(targets.face_features, metric.features(crops))
+        return metric(crops_of(clean, faces, FACE_CROP), crops)
 
     def perceptual_term(self, adversarial: torch.Tensor, clean: torch.Tensor, faces: Faces,
-                        targets: Targets | None = None, photo_weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Per image: mean of LPIPS on its face crops (averaged) and on the full photo.
+                        targets: Targets | None = None, photo_weights: torch.Tensor | None = None,
+                        on_faces: torch.Tensor | None = None) -> torch.Tensor:
+        """Per image: mean of LPIPS on its face crops (averaged) and on the full photo (with
+        ``face_penalty_only``: on its face crops only).
 
         ``photo_weights`` scales the full-photo part per image: a region cut out of a larger photo
-        stands for that photo (see ``fr_shield.attacks.protector``).
+        stands for that photo (see ``fr_shield.attacks.protector``). ``on_faces``: the face crops'
+        LPIPS when the caller has it already.
         """
         if self.perceptual is None or self.alpha == 0:
             return adversarial.new_zeros(len(faces))
         weights, image_of_face = face_weights(faces, adversarial.device), face_images(faces, adversarial.device)
-        adversarial_crops = crops_of(adversarial, faces, FACE_CROP)
-        if targets is not None and targets.face_features is not None:
+        if on_faces is None:
+            on_faces = self.face_lpips(crops_of(adversarial, faces, FACE_CROP), clean, faces, targets)
+        face_mean = adversarial.new_zeros(len(faces)).index_add(0, image_of_face, on_faces * weights)
+        if self.face_penalty_only:
+            return face_mean
+        if targets is not None and targets.photo_features is not None:
             metric = self.perceptual
-            on_faces = metric.distance_from_features(targets.face_features, metric.features(adversarial_crops))
             on_photo = metric.distance_from_features(
                 targets.photo_features, metric.features(adversarial.contiguous(memory_format=torch.channels_last)))
         else:
-            on_faces = self.perceptual(crops_of(clean, faces, FACE_CROP), adversarial_crops)
             on_photo = self.perceptual(clean, adversarial)
         if photo_weights is not None:
             on_photo = on_photo * photo_weights
-        face_mean = adversarial.new_zeros(len(faces)).index_add(0, image_of_face, on_faces * weights)
         return 0.5 * (face_mean + on_photo)
 
     def budget_excess(self, adversarial: torch.Tensor, clean: torch.Tensor, faces: Faces,
-                      budget: InLoopBudget) -> torch.Tensor:
+                      budget: InLoopBudget, crops: torch.Tensor | None = None,
+                      on_faces: torch.Tensor | None = None) -> torch.Tensor:
         """Per image, differentiable: how far its faces are outside the per-face budget (0 inside),
-        each limit's excess relative to its room (e.g. (s - SSIM) / (1 - s)), summed over faces."""
-        clean_crops, crops = crops_of(clean, faces, FACE_CROP), crops_of(adversarial, faces, FACE_CROP)
+        each limit's excess relative to its room (e.g. (s - SSIM) / (1 - s)), summed over faces.
+        ``crops`` / ``on_faces``: the attacked face crops and their LPIPS, when already computed."""
+        clean_crops = crops_of(clean, faces, FACE_CROP)
+        crops = crops if crops is not None else crops_of(adversarial, faces, FACE_CROP)
         excess = adversarial.new_zeros(len(crops))
         if budget.ssim_min is not None:
             excess = excess + torch.relu(budget.ssim_min - ssim(clean_crops, crops)) / (1 - budget.ssim_min)
         if budget.lpips_max is not None and self.perceptual is not None:
-            excess = excess + torch.relu(self.perceptual(clean_crops, crops) - budget.lpips_max) / budget.lpips_max
+            on_faces = on_faces if on_faces is not None else self.perceptual(clean_crops, crops)
+            excess = excess + torch.relu(on_faces - budget.lpips_max) / budget.lpips_max
         if budget.delta_e_max is not None:
             excess = excess + torch.relu(delta_e(clean_crops, crops)[0] - budget.delta_e_max) / budget.delta_e_max
         return adversarial.new_zeros(len(faces)).index_add(0, face_images(faces, adversarial.device), excess)
 
     def forward(self, adversarial: torch.Tensor, clean: torch.Tensor, faces: Faces, targets: Targets,
-                photo_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Per-image objective [B] (to maximise) and its parts."""
+                photo_weights: torch.Tensor | None = None,
+                budget: InLoopBudget | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-image objective [B] (to maximise) and its parts; with ``budget``, parts["excess"] is
+        the differentiable budget excess (``budget_excess``), sharing the step's face crops and LPIPS."""
         features, margin = self.feature_term(adversarial, faces, targets)
-        perceptual = self.perceptual_term(adversarial, clean, faces, targets, photo_weights)
-        return features - self.alpha * perceptual, {"features": features.detach(), "lpips": perceptual.detach(),
-                                                     "margin": margin}
+        with_penalty = self.perceptual is not None and self.alpha > 0
+        crops = on_faces = None
+        if with_penalty or budget is not None:
+            crops = crops_of(adversarial, faces, FACE_CROP)
+        if with_penalty:
+            on_faces = self.face_lpips(crops, clean, faces, targets)
+        perceptual = self.perceptual_term(adversarial, clean, faces, targets, photo_weights, on_faces)
+        parts = {"features": features.detach(), "lpips": perceptual.detach(), "margin": margin}
+        if budget is not None:
+            parts["excess"] = self.budget_excess(adversarial, clean, faces, budget, crops, on_faces)
+        return features - self.alpha * perceptual, parts

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from fr_shield.attacks.anchors import pool_digest
 from fr_shield.attacks.attack import ATTACKS, ProtectionAttack
 from fr_shield.attacks.config import BUDGET_KEYS, NOT_IN_CACHE_KEY, AttackConfig, as_dict, to_attack_config
 from fr_shield.core.errors import ConfigError
@@ -86,6 +87,8 @@ def attack_key(config, with_budget: bool = True) -> str:
     weights = {model: _weights_of(model) for model in config.surrogates}
     if config.alpha > 0:
         weights["perceptual"] = [WEIGHTS[f"stlpips_{config.lpips_backbone}"].sha256]
+    if config.anchor_pool is not None:
+        weights["anchor_pool"] = [pool_digest(config.anchor_pool)]
     text = json.dumps({"attack": values, "weights": weights}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

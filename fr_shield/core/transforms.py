@@ -46,6 +46,8 @@ from PIL import Image
 
 from fr_shield.core.errors import ConfigError
 
+KORNIA_MEDIAN_NETWORKS = (3, 5)  # kernels Kornia filters with a selection network (no autograd): faster there
+
 KERNEL_SIZES: tuple[int, ...] = (3, 5, 7, 9, 11, 17)
 JPEG_QUALITIES: tuple[int, ...] = (90, 75, 50, 30, 10)
 RESIZE_FACTORS: tuple[float, ...] = (0.75, 0.5, 0.25)
@@ -84,9 +86,13 @@ def gaussian_sigma(kernel_size: int) -> float:
 def median_blur(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Median of each ``k x k`` window, with reflect borders.
 
-    Pads with reflection here and crops after Kornia's filter, so borders are reflected whatever
-    Kornia pads with (older releases padded with zeros: dark frames). Differentiable (the gradient
-    flows to the selected median pixel).
+    Pads with reflection here, so borders are reflected whatever Kornia pads with (older releases
+    padded with zeros: dark frames). Differentiable (the gradient flows to the selected median
+    pixel). Kornia's median is used where it is fastest (its selection networks for k = 3 and 5,
+    which it takes only without autograd); otherwise each window is a strided view of the padded
+    image and ``torch.median`` runs along its contiguous last axis: the same values, about 3x faster
+    forward and backward than Kornia's autograd path, which gathers the windows with a k*k-filter
+    convolution (k^2 multiply-adds per window element; at k = 11 that was a quarter of an attack step).
     """
     _check_images(images)
     k = _check_kernel(kernel_size)
@@ -94,8 +100,10 @@ def median_blur(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
         return images.clamp(0, 1)
     p = k // 2
     padded = F.pad(images, (p, p, p, p), mode=_border(images, k))
-    out = KF.median_blur(padded, (k, k))
-    return out[..., p:-p, p:-p].clamp(0, 1)
+    if k in KORNIA_MEDIAN_NETWORKS and not images.requires_grad:
+        return KF.median_blur(padded, (k, k))[..., p:-p, p:-p].clamp(0, 1)
+    windows = padded.unfold(2, k, 1).unfold(3, k, 1).reshape(*images.shape, k * k)
+    return windows.median(dim=-1).values.clamp(0, 1)
 
 
 def box_blur(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
