@@ -6,7 +6,7 @@ it ships, and with every speed-up of the preset switched off (the **reference pa
 every step, the perceptual penalty on the whole work region as well, the step count the preset had
 before its speed-ups). Models are loaded once per path, before the timing.
 
-Photos: ``lfw`` (an LFW photo, 250 x 250, one face), ``12mp`` (4000 x 3000, one LFW photo pasted at
+Photos, as JPEG files: ``lfw`` (an LFW photo, 250 x 250, one face), ``12mp`` (4000 x 3000, one LFW photo pasted at
 1200 px: a large face, attacked downscaled), ``group6`` (2000 x 1333, six LFW photos pasted at
 250 px: six faces of LFW size). Each case reports seconds per face for both paths, the speed-up,
 the per-face SSIM / ST-LPIPS / Delta E reached, and the held-out similarity: the mean cosine
@@ -78,14 +78,21 @@ def pasted(size: tuple[int, int], identities: tuple[str, ...], tile: int) -> np.
     return canvas
 
 
-def make_photo(kind: str) -> np.ndarray:
+def make_photo(kind: str, folder: Path) -> Path:
+    """The case's photo as a JPEG file in ``folder``, as a camera or LFW would give it."""
+    source = folder / f"{kind}.jpg"
     if kind == "lfw":
-        return lfw_photo(LFW_IDENTITIES[0])
+        path = data_root() / "lfw-deepfunneled" / LFW_IDENTITIES[0] / f"{LFW_IDENTITIES[0]}_0001.jpg"
+        source.write_bytes(path.read_bytes())
+        return source
     if kind == "12mp":
-        return pasted((3000, 4000), LFW_IDENTITIES[:1], 1200)
-    if kind == "group6":
-        return pasted((1333, 2000), LFW_IDENTITIES, 250)
-    raise SystemExit(f"unknown photo '{kind}'; choose from {', '.join(PHOTOS)}")
+        image = pasted((3000, 4000), LFW_IDENTITIES[:1], 1200)
+    elif kind == "group6":
+        image = pasted((1333, 2000), LFW_IDENTITIES, 250)
+    else:
+        raise SystemExit(f"unknown photo '{kind}'; choose from {', '.join(PHOTOS)}")
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(source, quality=95)
+    return source
 
 
 class HeldOut:
@@ -135,9 +142,7 @@ def bench_preset(name: str, photos: list[str], folder: Path, detector: FaceDetec
     heldout = HeldOut(list(shipped.attack.surrogates))
     cases = []
     for kind in photos:
-        image = make_photo(kind)
-        source = folder / f"{kind}.png"
-        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(source)
+        source = make_photo(kind, folder)
         clean = load_rgb(source)
         landmarks = [face.landmarks for face in detector(clean)]
         rows = {}

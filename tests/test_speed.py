@@ -73,6 +73,7 @@ def test_branches_per_step_draws_a_seeded_subset_each_step():
     objective.targets(image, [[FACE]])
     first = [tuple(b.kind for b in objective.step_branches()) for _ in range(12)]
     assert all(len(kinds) == 2 for kinds in first) and len(set(first)) > 1
+    assert all(kinds[0] == "identity" for kinds in first)  # the photo as posted is in every step
     objective.targets(image, [[FACE]])  # a new attack restarts the draws
     assert [tuple(b.kind for b in objective.step_branches()) for _ in range(12)] == first
     assert len(objective.views(image)) == 2
