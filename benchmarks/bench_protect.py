@@ -50,7 +50,7 @@ LFW_IDENTITIES = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfel
                   "Ariel_Sharon")
 # Every speed-up off: the preset as it was before issue 14 (step count included).
 REFERENCE = {"face_penalty_only": None, "branches_per_step": None}
-REFERENCE_STEPS = {"mid": 50}
+REFERENCE_STEPS = {"mid": 50}  # conf/preset/mid.yaml before its speed-ups
 HELDOUT_MODELS = ("mfn_arcface_ms1m", "mfn_mxnet_b", "mfn_relu6")  # ../shared/models, never surrogates
 
 

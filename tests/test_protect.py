@@ -369,7 +369,7 @@ def test_presets_are_typed_and_ordered():
     assert [p.attack.linf for p in presets] == sorted(p.attack.linf for p in presets)
     assert [p.attack.lpips_max for p in presets] == sorted(p.attack.lpips_max for p in presets)
     assert all(p.target and p.attack.steps > 0 and p.attack.mask == "face" for p in presets)
-    assert [p.attack.name for p in presets] == ["lowkey", "ours_transfer_linf6", "ours_box"]
+    assert [p.attack.name for p in presets] == ["lowkey", "ours_transfer_linf6_fast40", "ours_box"]
     with pytest.raises(ValueError, match="unknown preset 'extreme'; choose one of: high, low, mid"):
         compose_preset("extreme")
 
