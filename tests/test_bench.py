@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_attack  # noqa: E402
 import bench_protect  # noqa: E402
+import profile_step  # noqa: E402
 
 pytestmark = pytest.mark.real
 
@@ -45,3 +46,12 @@ def test_bench_protect_times_the_tool_against_its_reference_path(lfw_root, weigh
     assert case["ssim_face"] >= 0.95 and case["lpips_face"] <= 0.05  # the mid budget holds on both paths
     assert case["reference_ssim_face"] >= 0.95
     assert "protect_mid_lfw" in capsys.readouterr().out
+
+
+def test_profile_names_every_part_of_a_step(lfw_root, weight_cache, tmp_path, capsys):
+    table = tmp_path / "profile.md"
+    assert profile_step.main(["--preset", "low", "--repeats", "1", "--threads", "2", "--markdown", str(table)]) == 0
+    text = table.read_text()
+    for part in ("branch gaussian k7", "surrogate sface", "surrogate facenet_casia", "ST-LPIPS penalty", "whole step"):
+        assert part in text
+    assert "GFLOP/s" in text and "One step" in capsys.readouterr().out
