@@ -78,7 +78,10 @@ def test_branches_per_step_draws_a_seeded_subset_each_step():
     assert [tuple(b.kind for b in objective.step_branches()) for _ in range(12)] == first
     assert len(objective.views(image)) == 2
     with pytest.raises(ValueError, match="branches_per_step"):
-        ProtectionObjective([TinyFR(0)], branches, "norm", 0.0, branches_per_step=4)
+        ProtectionObjective([TinyFR(0)], branches, "norm", 0.0, branches_per_step=0)
+    # more than there are (a downscaled face may lose its blur branches): every branch, every step
+    everything = ProtectionObjective([TinyFR(0)], branches[:1], "norm", 0.0, branches_per_step=2)
+    assert everything.step_branches() == branches[:1]
 
 
 def test_speed_switches_are_attack_settings_in_the_cache_key():
@@ -91,7 +94,8 @@ def test_speed_switches_are_attack_settings_in_the_cache_key():
     one, two = attack(photo(), [[FACE]]).protected, attack(photo(), [[FACE]]).protected
     assert torch.equal(one, two)
     with pytest.raises(ConfigError, match="branches_per_step"):
-        compose_attack("ours", ["attack.branches_per_step=7"])
+        compose_attack("ours", ["attack.branches_per_step=0"])
+    assert compose_attack("ours", ["attack.branches_per_step=7"]).branches_per_step == 7  # all of them
 
 
 def test_surrogates_per_step_draws_a_seeded_subset_and_averages_over_it():
@@ -113,3 +117,14 @@ def test_surrogates_per_step_draws_a_seeded_subset_and_averages_over_it():
     assert torch.allclose(value, expected, rtol=1e-5)
     with pytest.raises(ConfigError, match="stop_margin"):
         compose_attack("ours", ["attack.surrogates_per_step=2", "attack.stop_margin=0"])
+
+
+def test_a_downscaled_face_that_loses_its_blur_branches_keeps_the_speed_settings():
+    from fr_shield.attacks.config import compose_preset
+    from fr_shield.attacks.protector import scaled_attack_config
+
+    mid = compose_preset("mid").attack
+    small = scaled_attack_config(mid, 0.1)  # median k11 and Gaussian k7 shrink under 3 px
+    assert [b.kind for b in small.branches] == ["identity"] and small.branches_per_step == mid.branches_per_step
+    objective = build_attack(small, surrogates=[TinyFR(0)]).objective
+    assert objective.step_branches() == objective.branches

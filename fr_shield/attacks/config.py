@@ -109,13 +109,12 @@ class AttackConfig:
             raise ConfigError(f"unknown mask '{self.mask}'; choose one of: {', '.join(MASKS)} (or null)")
         if self.colour is not None and self.colour not in COLOURS:
             raise ConfigError(f"unknown colour '{self.colour}'; choose one of: {', '.join(COLOURS)} (or null: rgb)")
-        if self.branches_per_step is not None and not 1 <= self.branches_per_step <= len(self.branches):
-            raise ConfigError(f"branches_per_step must be between 1 and the number of branches "
-                              f"({len(self.branches)}), got {self.branches_per_step}")
+        # At least one; more than there are means all (a face attacked downscaled may lose blur
+        # branches, and --surrogates may name fewer models than a preset's subset).
+        for key in ("branches_per_step", "surrogates_per_step"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1 (or null: all), got {getattr(self, key)}")
         if self.surrogates_per_step is not None:
-            if not 1 <= self.surrogates_per_step <= len(self.surrogates):
-                raise ConfigError(f"surrogates_per_step must be between 1 and the number of surrogates "
-                                  f"({len(self.surrogates)}), got {self.surrogates_per_step}")
             if self.stop_margin is not None:
                 raise ConfigError("surrogates_per_step and stop_margin do not go together: early stop needs "
                                   "every surrogate's margin each step")

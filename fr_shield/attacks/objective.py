@@ -135,7 +135,7 @@ class ProtectionObjective(nn.Module):
         the clean targets are always computed without it), drawn from a generator seeded by ``seed``.
         ``face_penalty_only``: the perceptual penalty on the face crops only, not on the photo.
         ``branches_per_step`` / ``surrogates_per_step``: that many branches / surrogates, drawn anew
-        each step (None: all).
+        each step (None, or more than there are: all).
         ``anchor_pool``: per surrogate, the embeddings of a pool of other people's faces; each face
         is also pulled toward its anchor (``fr_shield.attacks.anchors``), weighted by ``anchor_weight``."""
         super().__init__()
@@ -161,11 +161,9 @@ class ProtectionObjective(nn.Module):
         self.feature_dropout = feature_dropout
         self.dropout_seed = seed
         self.dropout_generator = torch.Generator(device="cpu").manual_seed(seed)
-        if branches_per_step is not None and not 1 <= branches_per_step <= len(branches):
-            raise ValueError(f"branches_per_step must be in 1..{len(branches)} (the branches), got {branches_per_step}")
-        if surrogates_per_step is not None and not 1 <= surrogates_per_step <= len(surrogates):
-            raise ValueError(f"surrogates_per_step must be in 1..{len(surrogates)} (the surrogates), "
-                             f"got {surrogates_per_step}")
+        for name, count in (("branches_per_step", branches_per_step), ("surrogates_per_step", surrogates_per_step)):
+            if count is not None and count < 1:
+                raise ValueError(f"{name} must be at least 1 (None: all; more than there are: all), got {count}")
         self.branches_per_step = branches_per_step
         self.surrogates_per_step = surrogates_per_step
         self.sample_generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -186,7 +184,7 @@ class ProtectionObjective(nn.Module):
         drawing the identity view too left the unblurred photo 3-4 probes (of 20) easier for
         held-out models to match (experiments/RESULTS.md, "Speed of fr-shield protect")."""
         count = self.branches_per_step
-        if count is None or count == len(self.branches):
+        if count is None or count >= len(self.branches):
             return self.branches
         kept = [i for i, branch in enumerate(self.branches) if branch.transform.name == "none"][:1]
         others = [i for i in range(len(self.branches)) if i not in kept]
