@@ -73,4 +73,4 @@ def test_ours_anchor_without_a_pool_says_what_it_needs():
     from fr_shield.attacks.registry import build_attack
 
     with pytest.raises(ConfigError, match="anchor_pool"):
-        build_attack(compose_attack("ours_anchor"), surrogates=[TinyFR(0)])
+        build_attack(compose_attack("ours_anchor", ["attack.alpha=0"]), surrogates=[TinyFR(0)])

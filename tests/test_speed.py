@@ -126,5 +126,5 @@ def test_a_downscaled_face_that_loses_its_blur_branches_keeps_the_speed_settings
     mid = compose_preset("mid").attack
     small = scaled_attack_config(mid, 0.1)  # median k11 and Gaussian k7 shrink under 3 px
     assert [b.kind for b in small.branches] == ["identity"] and small.branches_per_step == mid.branches_per_step
-    objective = build_attack(small, surrogates=[TinyFR(0)]).objective
+    objective = build_attack(small, surrogates=[TinyFR(0)], perceptual=TinyPerceptual()).objective
     assert objective.step_branches() == objective.branches
