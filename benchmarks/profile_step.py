@@ -9,7 +9,8 @@ compared with a float32 matrix-product peak measured in the same run. The parts:
 * ``align <model>``: the differentiable warps from every view to the model's crops;
 * ``surrogate <model>``: the model on every view's crops (with the preset's feature dropout);
 * ``ST-LPIPS``: the perceptual penalty (face crop and the work region, clean side cached);
-* ``budget SSIM`` / ``budget ST-LPIPS`` / ``budget Delta E``: the in-loop budget's terms;
+* ``budget SSIM`` / ``budget Delta E``: the in-loop budget's terms (its ST-LPIPS is the penalty's,
+  computed once per step);
 * ``whole step``: the objective and budget forward plus the backward, as the loop runs it; the
   parts need not add up to it exactly (shared views are built once there).
 
@@ -102,9 +103,6 @@ def profile(preset_name: str, photo: Path, repeats: int) -> tuple[list[tuple[str
     if budget is not None:
         if budget.ssim_min is not None:
             add("budget SSIM", lambda: ssim(clean_crops, crops_of(point, work_faces, FACE_CROP)))
-        if budget.lpips_max is not None and objective.perceptual is not None:
-            add("budget ST-LPIPS (shared with the penalty)",
-                lambda: objective.face_lpips(crops_of(point, work_faces, FACE_CROP), clean, work_faces, targets))
         if budget.delta_e_max is not None:
             add("budget Delta E", lambda: delta_e(clean_crops, crops_of(point, work_faces, FACE_CROP))[0])
 

@@ -24,18 +24,15 @@ from torch import nn
 from fr_shield.core.align import align_faces
 from fr_shield.core.detect import FaceDetector, central_face
 from fr_shield.core.errors import ConfigError
-from fr_shield.core.imageio import load_rgb
+from fr_shield.core.imageio import SUPPORTED_SUFFIXES, load_rgb
 from fr_shield.models.spec import pair_similarity
-
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-
 
 def pool_photos(folder: str | Path) -> list[Path]:
     """The photos of an anchor pool, sorted; a clear error for a missing or empty folder."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise ConfigError(f"anchor pool folder not found: {root}")
-    photos = sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith("."))
+    photos = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES and not p.name.startswith("."))
     if len(photos) < 2:
         raise ConfigError(f"anchor pool {root} holds {len(photos)} photo(s); it needs at least 2 faces")
     return photos

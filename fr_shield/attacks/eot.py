@@ -35,8 +35,7 @@ from torch import nn
 
 from fr_shield.attacks.attack import register_attack
 from fr_shield.attacks.config import AttackConfig
-from fr_shield.attacks.anchors import anchor_embeddings
-from fr_shield.attacks.lowkey import LowKey
+from fr_shield.attacks.lowkey import LowKey, objective_options
 from fr_shield.attacks.objective import Branch, Faces, ProtectionObjective, Targets
 from fr_shield.core import transforms
 
@@ -109,12 +108,9 @@ class EOTObjective(ProtectionObjective):
 
     def __init__(self, surrogates: list[nn.Module], branches: list[Branch], normaliser: str = "norm",
                  alpha: float = 0.05, perceptual: nn.Module | None = None,
-                 surrogate_weights: list[float] | None = None, eot: EOTSettings = EOTSettings(),
-                 feature_dropout: float = 0.0, seed: int = 0, face_penalty_only: bool = False,
-                 branches_per_step: int | None = None, anchor_pool: list[torch.Tensor] | None = None,
-                 anchor_weight: float = 1.0, surrogates_per_step: int | None = None):
-        super().__init__(surrogates, branches, normaliser, alpha, perceptual, surrogate_weights, feature_dropout, seed,
-                         face_penalty_only, branches_per_step, anchor_pool, anchor_weight, surrogates_per_step)
+                 surrogate_weights: list[float] | None = None, eot: EOTSettings = EOTSettings(), **options):
+        """``options``: the rest of ``ProtectionObjective``'s settings (feature_dropout, seed, ...)."""
+        super().__init__(surrogates, branches, normaliser, alpha, perceptual, surrogate_weights, **options)
         self.eot = eot
         self.reset()
 
@@ -184,10 +180,4 @@ class OursEOT(LowKey):
         settings = EOTSettings(families_from_config(families), eot.samples if eot else 0,
                                float(config.input_diversity or 0.0), eot.diversity_shrink if eot else 0.9,
                                eot.seed if eot else 0)
-        branches = [Branch(b.kind, b.kernel_size, b.sigma) for b in config.branches]
-        return EOTObjective(surrogates, branches, config.normaliser, config.alpha, perceptual,
-                            config.surrogate_weights, eot=settings, feature_dropout=config.feature_dropout or 0.0,
-                            seed=config.seed, face_penalty_only=bool(config.face_penalty_only),
-                            branches_per_step=config.branches_per_step,
-                            anchor_pool=anchor_embeddings(config.anchor_pool, surrogates), anchor_weight=config.anchor_weight or 1.0,
-                            surrogates_per_step=config.surrogates_per_step)
+        return EOTObjective(surrogates, eot=settings, **objective_options(config, surrogates, perceptual))

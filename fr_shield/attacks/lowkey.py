@@ -26,9 +26,16 @@ class LowKey(ProtectionAttack):
         if config.eot is not None or config.input_diversity is not None:
             raise ConfigError(f"attack '{config.name}': eot and input_diversity are settings of method "
                               f"ours_eot, not {config.method}")
-        branches = [Branch(b.kind, b.kernel_size, b.sigma) for b in config.branches]
-        return ProtectionObjective(surrogates, branches, config.normaliser, config.alpha, perceptual,
-                                   config.surrogate_weights, config.feature_dropout or 0.0, config.seed,
-                                   bool(config.face_penalty_only), config.branches_per_step,
-                                   anchor_embeddings(config.anchor_pool, surrogates), config.anchor_weight or 1.0,
-                                   config.surrogates_per_step)
+        return ProtectionObjective(surrogates, **objective_options(config, surrogates, perceptual))
+
+
+def objective_options(config: AttackConfig, surrogates: list[nn.Module], perceptual: nn.Module | None) -> dict:
+    """The ``ProtectionObjective`` settings an attack config gives: one mapping for every attack
+    class (``OursEOT`` adds its EOT settings on top)."""
+    return {"branches": [Branch(b.kind, b.kernel_size, b.sigma) for b in config.branches],
+            "normaliser": config.normaliser, "alpha": config.alpha, "perceptual": perceptual,
+            "surrogate_weights": config.surrogate_weights, "feature_dropout": config.feature_dropout or 0.0,
+            "seed": config.seed, "face_penalty_only": bool(config.face_penalty_only),
+            "branches_per_step": config.branches_per_step, "surrogates_per_step": config.surrogates_per_step,
+            "anchor_pool": anchor_embeddings(config.anchor_pool, surrogates),
+            "anchor_weight": config.anchor_weight or 1.0}
