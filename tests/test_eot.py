@@ -35,7 +35,7 @@ from fr_shield.core import transforms
 from fr_shield.core.align import ARCFACE_112, FACE_CROP
 from fr_shield.core.quality import linf, psnr, ssim
 from fr_shield.core.errors import ConfigError
-from fr_shield.core.regions import soft_mask, texture_weight
+from fr_shield.core.regions import jnd_map, soft_mask, texture_weight
 from fr_shield.core.transforms import differentiable_jpeg
 from fr_shield.study import protected_cache as store
 
@@ -209,6 +209,40 @@ def test_texture_floor_shrinks_the_bound_on_flat_skin_only():
         assert delta[..., 60:100, 100:120].max() > 6 / 255  # the textured side keeps the whole bound
     with pytest.raises(ConfigError, match="texture_floor"):
         compose_attack("lowkey", ["attack.texture_floor=0.3"])  # needs the face mask
+
+
+def test_jnd_map_follows_chou_and_li():
+    """Mid-grey flat: 3 grey levels; darker flat backgrounds hide more (luminance adaptation);
+    a strong edge hides more than flat skin of the same brightness (contrast masking)."""
+    flat = {level: jnd_map(torch.full((1, 3, 32, 32), level / 255))[16, 16].item() * 255 for level in (30, 127, 200)}
+    assert flat[127] == pytest.approx(3.0, abs=1e-3)
+    assert flat[200] == pytest.approx(3 / 128 * 73 + 3, abs=1e-3)
+    assert flat[30] > 10 > flat[200] > flat[127]
+    edge = torch.full((1, 3, 32, 32), 100 / 255)
+    edge[..., 16:] = 200 / 255
+    assert jnd_map(edge)[16, 16].item() * 255 > 2 * flat[200]
+    with pytest.raises(ValueError, match="jnd_map"):
+        jnd_map(torch.zeros(3, 32, 32))
+
+
+def test_jnd_scale_bounds_the_perturbation_by_what_the_eye_sees():
+    """With jnd_scale the perturbation stays within scale x the clean photo's JND everywhere (and
+    within linf); a flat mid-grey face may move 3 grey levels where linf allows 8."""
+    image = torch.full((1, 3, 160, 160), 0.5)
+    image[..., 80:] = 0.15  # a dark half: a larger JND
+    common = ["attack.steps=6", "attack.linf=0.0313725", "attack.step_size=0.02", "attack.alpha=0", "attack.mask=face"]
+    config = compose_attack("lowkey", common + ["attack.jnd_scale=1.0"])
+    protector = FaceProtector(config, surrogates=surrogates(), metric=TinyPerceptual(), whole_photo_fraction=0.0)
+    protected = FaceProtector.paste(image, protector.perturb(image, [[FACE]])[0])
+    delta = (protected - image).abs().amax(dim=1)[0]
+    limit = torch.minimum(jnd_map(image), torch.tensor(8 / 255))
+    assert torch.all(delta <= limit + 1e-6)
+    assert delta[60:100, 40:70].max() > 2.5 / 255  # it does move, up to the JND
+    assert delta[60:100, 100:120].max() > 4 / 255  # more on the dark side
+    with pytest.raises(ConfigError, match="jnd_scale"):
+        compose_attack("lowkey", ["attack.jnd_scale=1.0"])  # needs the face mask
+    with pytest.raises(ConfigError, match="texture_floor"):
+        compose_attack("lowkey", common + ["attack.jnd_scale=1.0", "attack.texture_floor=0.3"])
 
 
 def test_luma_perturbation_changes_brightness_only():

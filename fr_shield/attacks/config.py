@@ -81,6 +81,12 @@ class AttackConfig:
     # Put the budget where it is not seen (with mask: face): the per-pixel bound shrinks to this
     # fraction on flat skin and stays whole on texture (hair, brows, beard, edges); None: off.
     texture_floor: float | None = None
+    # Put the budget where it is not seen, by a model of the eye (with mask: face): the per-pixel
+    # bound is this multiple of the clean face's just-noticeable difference of brightness
+    # (fr_shield.core.regions.jnd_map: about 4/255 on skin, more on dark hair, brows and edges),
+    # capped by linf. SSIM and Delta E let a perturbation saturated at a flat 6/255 draw visible
+    # mottled shading on 100 px faces; None: off.
+    jnd_scale: float | None = None
     # "luma": one perturbation shared by R, G and B (brightness only: no coloured blotches);
     # None: each channel its own.
     colour: str | None = None
@@ -121,6 +127,13 @@ class AttackConfig:
         if self.texture_floor is not None and (self.mask is None or not 0.0 < self.texture_floor <= 1.0):
             raise ConfigError(f"texture_floor is a fraction in (0, 1] of the face mask's bound (needs mask: face), "
                               f"got {self.texture_floor} with mask {self.mask}")
+
+        if self.jnd_scale is not None:
+            if self.mask is None or self.jnd_scale <= 0:
+                raise ConfigError(f"jnd_scale is a positive multiple of the just-noticeable difference (needs mask: "
+                                  f"face), got {self.jnd_scale} with mask {self.mask}")
+            if self.texture_floor is not None:
+                raise ConfigError("jnd_scale and texture_floor both shape the bound: set one (the other null)")
 
     @property
     def has_budget(self) -> bool:

@@ -13,7 +13,9 @@ For each photo:
 3. **mask** - with ``mask: face`` the perturbation is bounded per pixel by ``linf`` (or 1) times a
    feathered ellipse over each face, so it is exactly zero elsewhere; with ``texture_floor`` also
    times the clean face's texture weight (``fr_shield.core.regions.texture_weight``): the bound
-   stays whole on hair, brows and edges and shrinks to that fraction on flat skin.
+   stays whole on hair, brows and edges and shrinks to that fraction on flat skin; with
+   ``jnd_scale`` it is at most that multiple of the clean face's just-noticeable difference of
+   brightness (``fr_shield.core.regions.jnd_map``).
 4. **attack** - regions of the same shape and scale are attacked as one batch.
 5. **budget** - with ``ssim_min`` / ``lpips_max`` set, each region's perturbation is scaled down by
    bisection until every face meets the budget on what will be saved (``render``).
@@ -39,8 +41,8 @@ from fr_shield.attacks.objective import Faces
 from fr_shield.attacks.registry import build_attack
 from fr_shield.core import transforms
 from fr_shield.core.perceptual import stlpips
-from fr_shield.core.regions import (cluster_regions, face_region, face_side, region_margin, snap_region, soft_mask,
-                                   texture_weight)
+from fr_shield.core.regions import (cluster_regions, face_region, face_side, jnd_map, region_margin, snap_region,
+                                   soft_mask, texture_weight)
 
 WORK_SIDE = 224.0  # faces whose 112-crop spans more photo pixels than this are attacked downscaled
 WHOLE_PHOTO_FRACTION = 0.5  # attack the whole photo when its face regions cover this much of it
@@ -215,6 +217,8 @@ class FaceProtector:
             bound = (limit * soft_mask(tuple(work.shape[-2:]), landmarks, to_region))[None, None].to(work)
             if self.config.texture_floor is not None:
                 bound = bound * texture_weight(work, self.config.texture_floor)
+            if self.config.jnd_scale is not None:
+                bound = torch.minimum(bound, bound / limit * self.config.jnd_scale * jnd_map(work))
         # The full-photo penalty restricted to the region: its share of the photo, spread over its faces.
         weight = len(faces) / len(members) * (x1 - x0) * (y1 - y0) / (height * width)
         return {"photo": photo, "region": region, "members": members, "clean": clean, "work": work,

@@ -135,3 +135,33 @@ def texture_weight(image: torch.Tensor, floor: float) -> torch.Tensor:
     blur = kornia.filters.GaussianBlur2d((size, size), (TEXTURE_SIGMA, TEXTURE_SIGMA), border_type="reflect")
     spread = (blur(luma * luma) - blur(luma).pow(2)).clamp_min(0).sqrt()
     return (spread / TEXTURE_FULL).clamp(floor, 1.0)[0, 0]
+
+
+# Chou and Li's just-noticeable difference (IEEE TCSVT 1995), in grey levels of an 8-bit image:
+# a 5 x 5 weighted mean of the background (BACKGROUND / 32) and the largest of four directional
+# 5 x 5 gradients (GRADIENTS / 16) decide how large a change of brightness hides there.
+JND_BACKGROUND = ((1, 1, 1, 1, 1), (1, 2, 2, 2, 1), (1, 2, 0, 2, 1), (1, 2, 2, 2, 1), (1, 1, 1, 1, 1))
+JND_GRADIENTS = (
+    ((0, 0, 0, 0, 0), (1, 3, 8, 3, 1), (0, 0, 0, 0, 0), (-1, -3, -8, -3, -1), (0, 0, 0, 0, 0)),
+    ((0, 0, 1, 0, 0), (0, 8, 3, 0, 0), (1, 3, 0, -3, -1), (0, 0, -3, -8, 0), (0, 0, -1, 0, 0)),
+    ((0, 0, 1, 0, 0), (0, 0, 3, 8, 0), (-1, -3, 0, 3, 1), (0, -8, -3, 0, 0), (0, 0, -1, 0, 0)),
+    ((0, 1, 0, -1, 0), (0, 3, 0, -3, 0), (0, 8, 0, -8, 0), (0, 3, 0, -3, 0), (0, 1, 0, -1, 0)),
+)
+
+
+def jnd_map(image: torch.Tensor) -> torch.Tensor:
+    """[H, W]: the just-noticeable change of brightness at each pixel (in [0, 1] units) of the
+    clean image [1, 3, H, W] in [0, 1], by Chou and Li's model: the larger of luminance
+    adaptation (dark and very bright backgrounds hide more; about 3-5 grey levels on skin) and
+    contrast masking (grows with the local gradient: edges, hair, brows, beard)."""
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"jnd_map: needs one RGB image [1, 3, H, W], got {tuple(image.shape)}")
+    luma = 255.0 * (image * image.new_tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(dim=1, keepdim=True)
+    padded = torch.nn.functional.pad(luma, (2, 2, 2, 2), mode="replicate")
+    background = torch.nn.functional.conv2d(padded, luma.new_tensor(JND_BACKGROUND)[None, None] / 32)
+    gradients = torch.nn.functional.conv2d(padded, luma.new_tensor(JND_GRADIENTS)[:, None] / 16)
+    gradient = gradients.abs().amax(dim=1, keepdim=True)
+    masking = gradient * (background * 0.0001 + 0.115) + (0.5 - background * 0.01)
+    adaptation = torch.where(background <= 127, 17.0 * (1 - (background / 127).clamp_min(0).sqrt()) + 3,
+                             3.0 / 128 * (background - 127) + 3)
+    return (torch.maximum(masking, adaptation) / 255.0)[0, 0]
