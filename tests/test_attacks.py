@@ -204,8 +204,9 @@ def test_feature_dropout_is_a_seeded_switch_that_leaves_the_targets_clean():
     clean_targets = plain.objective.targets(image, [[FACE]]).embeddings[0]
     assert torch.equal(dropped.objective.targets(image, [[FACE]]).embeddings[0], clean_targets)
     with torch.no_grad():  # during the steps each call sees a different sub-network
-        first = dropped.objective.surrogate(dropped.objective.surrogates[0], torch.rand(1, 3, 32, 32))
-        again = dropped.objective.surrogate(dropped.objective.surrogates[0], torch.rand(1, 3, 32, 32))
+        crops = torch.rand(1, 3, 32, 32)
+        first, _ = dropped.objective.surrogate(dropped.objective.surrogates[0], crops)
+        again, _ = dropped.objective.surrogate(dropped.objective.surrogates[0], crops)
     assert not torch.equal(first, again)
     one, two = dropped(image, [[FACE]]).protected, dropped(image, [[FACE]]).protected
     assert torch.equal(one, two)  # seeded: the same attack gives the same photo
@@ -237,3 +238,27 @@ def test_optimising_inside_the_budget_keeps_faces_closer_to_it():
     unbounded = build_attack(compose_attack("lowkey", ["attack.budget_in_loop=true", "attack.alpha=0"]),
                              surrogates=[TinyFR(0)])
     assert unbounded.settings.budget is None  # no budget set: nothing to steer toward
+
+
+def test_mid_layer_term_pushes_the_feature_map_and_is_a_seeded_switch():
+    """layer_weight adds each surrogate's mid-level map shift to the objective (0 at the clean
+    photo, > 0 once it moves); the clean maps are computed once, in the targets."""
+    from fr_shield.attacks.config import compose_attack
+    from fr_shield.attacks.registry import build_attack
+
+    image = photo()
+    common = ["attack.steps=4", "attack.alpha=0", "attack.branches=[{kind:identity}]"]  # clean view = target
+    plain = build_attack(compose_attack("ours", common), surrogates=[TinyFR(0)])
+    layered = build_attack(compose_attack("ours_layer", common), surrogates=[TinyFR(0)])
+    targets = layered.objective.targets(image, [[FACE]])
+    assert plain.objective.targets(image, [[FACE]]).layers is None and len(targets.layers) == 1
+    at_clean, _ = layered.objective(image, image, [[FACE]], targets)
+    assert at_clean.abs().max() < 1e-6
+    moved = (image + 0.05 * torch.randn_like(image)).clamp(0, 1)
+    with_layer, _ = layered.objective(moved, image, [[FACE]], targets)
+    without, _ = plain.objective(moved, image, [[FACE]], plain.objective.targets(image, [[FACE]]))
+    assert (with_layer > without).all()
+    one, two = layered(image, [[FACE]]).protected, layered(image, [[FACE]]).protected
+    assert torch.equal(one, two) and not torch.equal(one, plain(image, [[FACE]]).protected)
+    with pytest.raises(ValueError, match="layer_weight"):
+        build_attack(compose_attack("ours", common + ["attack.layer_weight=-1"]), surrogates=[TinyFR(0)])

@@ -408,3 +408,26 @@ def test_used_extra_output_is_a_clear_error():
     OnnxModule(_model(pooled))  # an unread indices output is harmless
     with pytest.raises(OnnxConversionError, match="extra output.*indices"):
         OnnxModule(_model(pooled, outputs=("y", "indices")))
+
+
+def test_conv_nodes_are_modules_that_forward_hooks_reach():
+    """The attacks' feature dropout and mid-level maps hook convolutions: an interpreted graph's
+    Conv nodes are modules of their own, in graph order, and a hook's returned output is used."""
+    from fr_shield.attacks.objective import convolutions, mid_layer
+
+    proto = _tiny_fr_model()
+    module = OnnxModule(proto)
+    x = torch.from_numpy(_f(2, 3, 16, 16))
+    plain = module(x)
+    layers = convolutions(module)
+    assert len(layers) == 2 and mid_layer(module, 0.0) is layers[0] and mid_layer(module, 1.0) is layers[1]
+    seen = []
+    hooks = [layers[0].register_forward_hook(lambda m, i, o: seen.append(o.shape)),
+             layers[1].register_forward_hook(lambda m, i, o: o * 0)]
+    zeroed = module(x)
+    for hook in hooks:
+        hook.remove()
+    assert seen == [torch.Size([2, 8, 8, 8])]
+    fcb = torch.from_numpy(numpy_helper.to_array([i for i in proto.graph.initializer if i.name == "fcb"][0]))
+    assert torch.allclose(zeroed, fcb.expand_as(zeroed), atol=1e-6)  # nothing but the bias reaches the output
+    assert torch.equal(module(x), plain)  # hooks removed: the graph as before

@@ -109,6 +109,10 @@ class AttackConfig:
     # of other people's photos (fr_shield.attacks.anchors), with this weight; None: off.
     anchor_pool: str | None = None
     anchor_weight: float | None = None
+    # Feature-level objective: also push each surrogate's mid-level feature map (the convolution at
+    # layer_depth of its convolutions) away from the clean one, with this weight; None: off.
+    layer_weight: float | None = None
+    layer_depth: float | None = None  # None: 0.5, the middle convolution
 
     def __post_init__(self):
         if self.mask is not None and self.mask not in MASKS:

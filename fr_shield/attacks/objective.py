@@ -31,6 +31,7 @@ from fr_shield.attacks.anchors import choose_anchors
 from fr_shield.core import transforms
 from fr_shield.core.align import FACE_CROP, align_faces
 from fr_shield.core.quality import delta_e, ssim
+from fr_shield.models.onnx_graph import OnnxConv
 from fr_shield.models.spec import ModelSpec, pair_similarity
 
 # The crop on which the perceptual penalty looks at each face: ArcFace's 112 x 112 template.
@@ -89,6 +90,21 @@ def crops_of(images: torch.Tensor, faces: Faces, spec: ModelSpec) -> torch.Tenso
     return crops.contiguous(memory_format=torch.channels_last)
 
 
+def convolutions(model: nn.Module) -> list[nn.Module]:
+    """``model``'s convolutions in the order it holds them: ``nn.Conv2d`` layers and the Conv nodes
+    of an interpreted ONNX graph (``OnnxConv``), which forward hooks reach alike."""
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, OnnxConv))]
+
+
+def mid_layer(model: nn.Module, depth: float) -> nn.Module:
+    """The convolution at fraction ``depth`` of ``model``'s convolutions: a mid-level feature map,
+    where face models share more than in their embeddings."""
+    layers = convolutions(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no convolution to take a mid-level feature map from")
+    return layers[round(depth * (len(layers) - 1))]
+
+
 def face_weights(faces: Faces, device: torch.device) -> torch.Tensor:
     """1 / (faces in its image) per face: each image weighs the same whatever its face count."""
     return torch.cat([torch.full((len(f),), 1.0 / max(len(f), 1), device=device) for f in faces])
@@ -107,6 +123,7 @@ class Targets:
     face_features: list[torch.Tensor] | None = None  # perceptual features of the clean face crops
     photo_features: list[torch.Tensor] | None = None  # ... and of the clean photos
     anchors: list[torch.Tensor] | None = None  # per surrogate: the anchor identity's embedding per face
+    layers: list[torch.Tensor] | None = None  # per surrogate: its mid-level feature map of every face
 
     def select(self, keep: list[int], faces: Faces) -> Targets:
         """The targets of images ``keep`` only (``faces``: every image's faces, before selection)."""
@@ -119,7 +136,7 @@ class Targets:
 
         return replace(self, embeddings=[e[on_face] for e in self.embeddings],
                        face_features=pick(self.face_features, on_face), photo_features=pick(self.photo_features, index),
-                       anchors=pick(self.anchors, on_face))
+                       anchors=pick(self.anchors, on_face), layers=pick(self.layers, on_face))
 
 
 class ProtectionObjective(nn.Module):
@@ -128,7 +145,7 @@ class ProtectionObjective(nn.Module):
                  surrogate_weights: list[float] | None = None, feature_dropout: float = 0.0, seed: int = 0,
                  face_penalty_only: bool = False, branches_per_step: int | None = None,
                  anchor_pool: list[torch.Tensor] | None = None, anchor_weight: float = 1.0,
-                 surrogates_per_step: int | None = None):
+                 surrogates_per_step: int | None = None, layer_weight: float = 0.0, layer_depth: float = 0.5):
         """``surrogate_weights``: ensemble weighting, one weight >= 0 per surrogate, rescaled to mean 1
         (None: every model weighs the same, LowKey's plain average). ``feature_dropout``: DFANet's
         dropout on every convolution's output of every surrogate during the attack's steps (0: off;
@@ -137,7 +154,10 @@ class ProtectionObjective(nn.Module):
         ``branches_per_step`` / ``surrogates_per_step``: that many branches / surrogates, drawn anew
         each step (None, or more than there are: all).
         ``anchor_pool``: per surrogate, the embeddings of a pool of other people's faces; each face
-        is also pulled toward its anchor (``fr_shield.attacks.anchors``), weighted by ``anchor_weight``."""
+        is also pulled toward its anchor (``fr_shield.attacks.anchors``), weighted by ``anchor_weight``.
+        ``layer_weight``: also push each surrogate's mid-level feature map (the output of the
+        convolution at ``layer_depth`` of its convolutions) away from the clean one, relative to
+        its size, with this weight (0: off)."""
         super().__init__()
         if normaliser not in NORMALISER_POWER:
             raise ValueError(f"unknown normaliser '{normaliser}'; use {', '.join(NORMALISER_POWER)}")
@@ -172,6 +192,10 @@ class ProtectionObjective(nn.Module):
             raise ValueError(f"anchor_pool needs one embedding matrix per surrogate ({len(surrogates)})")
         self.anchor_pool = anchor_pool
         self.anchor_weight = anchor_weight
+        if layer_weight < 0 or not 0.0 <= layer_depth <= 1.0:
+            raise ValueError(f"layer_weight must be >= 0 and layer_depth in [0, 1], got {layer_weight}, {layer_depth}")
+        self.layer_weight = layer_weight
+        self.layers = [mid_layer(model, layer_depth) for model in surrogates] if layer_weight > 0 else None
 
     @property
     def reach(self) -> int:
@@ -212,22 +236,25 @@ class ProtectionObjective(nn.Module):
         """A metric with ``features`` / ``distance_from_features`` (ST-LPIPS) lets the clean side be cached."""
         return self.alpha > 0 and hasattr(self.perceptual, "features") and hasattr(self.perceptual, "distance_from_features")
 
-    def surrogate(self, model: nn.Module, crops: torch.Tensor) -> torch.Tensor:
-        """One surrogate's embeddings of the attacked crops: with ``feature_dropout``, every
-        convolution's output loses a random fraction p of its values (rescaled by 1 / (1 - p)), a
-        fresh draw each call, so each step attacks a slightly different network (DFANet: Zhong and
-        Deng, IEEE TIFS 2021)."""
-        if self.feature_dropout <= 0:
-            return model(crops)
-        keep = 1.0 - self.feature_dropout
+    def surrogate(self, model: nn.Module, crops: torch.Tensor,
+                  layer: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One surrogate's embeddings of the attacked crops, and the output of its ``layer`` (None
+        without one). With ``feature_dropout``, every convolution's output loses a random fraction p
+        of its values (rescaled by 1 / (1 - p)), a fresh draw each call, so each step attacks a
+        slightly different network (DFANet: Zhong and Deng, IEEE TIFS 2021)."""
+        hooks, seen = [], []
+        if self.feature_dropout > 0:
+            keep = 1.0 - self.feature_dropout
 
-        def drop(module, inputs, output):
-            mask = torch.rand(output.shape, generator=self.dropout_generator) < keep
-            return output * mask.to(device=output.device, dtype=output.dtype) / keep
+            def drop(module, inputs, output):
+                mask = torch.rand(output.shape, generator=self.dropout_generator) < keep
+                return output * mask.to(device=output.device, dtype=output.dtype) / keep
 
-        hooks = [m.register_forward_hook(drop) for m in model.modules() if isinstance(m, nn.Conv2d)]
+            hooks = [m.register_forward_hook(drop) for m in convolutions(model)]
+        if layer is not None:  # after the dropout hooks: it sees the map the next layer sees
+            hooks.append(layer.register_forward_hook(lambda module, inputs, output: seen.append(output)))
         try:
-            return model(crops)
+            return model(crops), (seen[-1] if seen else None)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -237,13 +264,27 @@ class ProtectionObjective(nn.Module):
         """Clean embeddings f_i(A(x)) of every face, once, without smoothing (and clean LPIPS features)."""
         self.dropout_generator.manual_seed(self.dropout_seed)  # the same draws for the same attack
         self.sample_generator.manual_seed(self.dropout_seed)
-        embeddings = [model(crops_of(images, faces, model.spec)) for model in self.surrogates]
+        embeddings, layers = [], []
+        for number, model in enumerate(self.surrogates):
+            crops = crops_of(images, faces, model.spec)
+            if self.layers is None:
+                embeddings.append(model(crops))
+                continue
+            seen = []
+            hook = self.layers[number].register_forward_hook(lambda module, inputs, output: seen.append(output))
+            try:
+                embeddings.append(model(crops))
+            finally:
+                hook.remove()
+            layers.append(seen[-1])
+        layers = layers or None
         anchors = None if self.anchor_pool is None else choose_anchors(embeddings, self.anchor_pool, list(self.surrogates))
         if not self._cached_features():
-            return Targets(embeddings, anchors=anchors)
+            return Targets(embeddings, anchors=anchors, layers=layers)
         photo_features = None if self.face_penalty_only else self.perceptual.features(
             images.contiguous(memory_format=torch.channels_last))
-        return Targets(embeddings, self.perceptual.features(crops_of(images, faces, FACE_CROP)), photo_features, anchors)
+        return Targets(embeddings, self.perceptual.features(crops_of(images, faces, FACE_CROP)), photo_features, anchors,
+                       layers)
 
     def feature_term(self, adversarial: torch.Tensor, faces: Faces,
                      targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,12 +303,19 @@ class ProtectionObjective(nn.Module):
         for number in chosen:
             model, target = self.surrogates[number], targets.embeddings[number]
             crops = self.model_input(crops_of(views, faces * n_branches, model.spec), model)
-            embedding = self.surrogate(model, crops).reshape(n_branches, *target.shape)
+            layer = None if self.layers is None else self.layers[number]
+            embedding, layer_map = self.surrogate(model, crops, layer)
+            embedding = embedding.reshape(n_branches, *target.shape)
             shift = (embedding - target).pow(2).sum(dim=2).sum(dim=0)
             if targets.anchors is not None:  # away from the clean face and toward the anchor face
                 anchor = targets.anchors[number]
                 shift = shift - self.anchor_weight * (embedding - anchor).pow(2).sum(dim=2).sum(dim=0)
-            per_face = shift / target.norm(dim=1).pow(self.power) * weights
+            per_face = shift / target.norm(dim=1).pow(self.power)
+            if layer_map is not None:  # the mid-level map's shift, relative to the clean map's size
+                clean_map = targets.layers[number].flatten(1)
+                moved = (layer_map.reshape(n_branches, *clean_map.shape) - clean_map).pow(2).sum(dim=2).sum(dim=0)
+                per_face = per_face + self.layer_weight * moved / clean_map.pow(2).sum(dim=1).clamp_min(1e-12)
+            per_face = per_face * weights
             if self.surrogate_weights is not None:
                 per_face = per_face * self.surrogate_weights[number]
             total = total.index_add(0, image_of_face, per_face)

@@ -596,6 +596,33 @@ def _topological(nodes: Sequence[onnx.NodeProto], available: set[str]) -> list[o
     return [nodes[i] for i in order]
 
 
+class OnnxConv(torch.nn.Module):
+    """One Conv node of an interpreted graph as a module of its own, so that forward hooks reach
+    it like an ``nn.Conv2d`` (the attacks' feature dropout and mid-level feature maps use them)."""
+
+    def __init__(self, step: _Step, source: str):
+        super().__init__()
+        self.step, self.source = step, source
+
+    def forward(self, *values: Value) -> torch.Tensor:
+        return _run(self.step, list(values), self.source)[0]
+
+    def extra_repr(self) -> str:
+        return f"node={self.step.name!r}"
+
+
+def _run(step: _Step, values: list[Value], source: str) -> list[torch.Tensor]:
+    try:
+        return step.run(values)
+    except OnnxConversionError as error:
+        raise OnnxConversionError(f"{step.op_type} node '{step.name}' in {source}: {error}") from None
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else None for v in values]
+        raise RuntimeError(
+            f"{step.op_type} node '{step.name}' in {source} failed on inputs of shapes {shapes}: {error}"
+        ) from error
+
+
 class OnnxModule(torch.nn.Module):
     """An ONNX graph executed with torch ops: frozen weights, gradients flow to the inputs.
 
@@ -676,6 +703,10 @@ class OnnxModule(torch.nn.Module):
             if name not in self.output_names:
                 steps[i].free_after.append(name)
         self._steps = steps
+        # Conv nodes run through modules of their own (in graph order), which hooks can reach.
+        self.convolutions = torch.nn.ModuleList(OnnxConv(step, self.source) for step in steps if step.op_type == "Conv")
+        convs = iter(range(len(self.convolutions)))
+        self._conv_of_step = [next(convs) if step.op_type == "Conv" else None for step in steps]
 
     @classmethod
     def from_file(cls, path: str | Path) -> "OnnxModule":
@@ -687,15 +718,7 @@ class OnnxModule(torch.nn.Module):
         return cls(model, source=path)
 
     def _run_step(self, step: _Step, values: list[Value]) -> list[torch.Tensor]:
-        try:
-            return step.run(values)
-        except OnnxConversionError as error:
-            raise OnnxConversionError(f"{step.op_type} node '{step.name}' in {self.source}: {error}") from None
-        except (RuntimeError, ValueError, IndexError, TypeError) as error:
-            shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else None for v in values]
-            raise RuntimeError(
-                f"{step.op_type} node '{step.name}' in {self.source} failed on inputs of shapes {shapes}: {error}"
-            ) from error
+        return _run(step, values, self.source)
 
     def forward(self, *inputs: torch.Tensor):
         if len(inputs) != len(self.input_names):
@@ -704,9 +727,10 @@ class OnnxModule(torch.nn.Module):
         env: dict[str, torch.Tensor] = dict(zip(self.input_names, inputs))
         for name, buffer in self._buffer_of.items():
             env[name] = getattr(self, buffer)
-        for step in self._steps:
+        for step, conv in zip(self._steps, self._conv_of_step):
             values = [env[name] if name else None for name in step.inputs]
-            for name, value in zip(step.outputs, self._run_step(step, values)):
+            outputs = [self.convolutions[conv](*values)] if conv is not None else self._run_step(step, values)
+            for name, value in zip(step.outputs, outputs):
                 if name:
                     env[name] = value
             for name in step.free_after:
