@@ -205,12 +205,32 @@ def test_feature_dropout_is_a_seeded_switch_that_leaves_the_targets_clean():
     assert torch.equal(dropped.objective.targets(image, [[FACE]]).embeddings[0], clean_targets)
     with torch.no_grad():  # during the steps each call sees a different sub-network
         crops = torch.rand(1, 3, 32, 32)
-        first, _ = dropped.objective.surrogate(dropped.objective.surrogates[0], crops)
-        again, _ = dropped.objective.surrogate(dropped.objective.surrogates[0], crops)
+        first, _ = dropped.objective.surrogate(dropped.objective.surrogates[0], crops, dropout=0.2)
+        again, _ = dropped.objective.surrogate(dropped.objective.surrogates[0], crops, dropout=0.2)
     assert not torch.equal(first, again)
     one, two = dropped(image, [[FACE]]).protected, dropped(image, [[FACE]]).protected
     assert torch.equal(one, two)  # seeded: the same attack gives the same photo
     assert not torch.equal(one, plain(image, [[FACE]]).protected)
+
+
+def test_feature_dropout_is_lowered_where_it_would_change_the_network(monkeypatch):
+    """A surrogate keeps the configured rate while, dropped, it still embeds the clean face near
+    its clean embedding; where no rate down to p / 8 does, it is attacked without dropout."""
+    from fr_shield.attacks import objective as objective_module
+    from fr_shield.attacks.config import compose_attack
+    from fr_shield.attacks.registry import build_attack
+
+    image = photo()
+    settings = ["attack.steps=4", "attack.alpha=0"]
+    plain = build_attack(compose_attack("ours", settings), surrogates=[TinyFR(0)])
+    dropped = build_attack(compose_attack("ours", [*settings, "attack.feature_dropout=0.2"]), surrogates=[TinyFR(0)])
+    monkeypatch.setattr(objective_module, "DROPOUT_MIN_SIMILARITY", -1.0)  # any network is near enough
+    assert dropped.objective.targets(image, [[FACE]]).dropout_rates == [0.2]
+    kept = dropped(image, [[FACE]]).protected
+    monkeypatch.setattr(objective_module, "DROPOUT_MIN_SIMILARITY", 1.01)  # none is
+    assert dropped.objective.targets(image, [[FACE]]).dropout_rates == [0.0]
+    lowered = dropped(image, [[FACE]]).protected
+    assert torch.equal(lowered, plain(image, [[FACE]]).protected) and not torch.equal(kept, lowered)
 
 
 def test_optimising_inside_the_budget_keeps_faces_closer_to_it():
