@@ -282,3 +282,50 @@ def test_mid_layer_term_pushes_the_feature_map_and_is_a_seeded_switch():
     assert torch.equal(one, two) and not torch.equal(one, plain(image, [[FACE]]).protected)
     with pytest.raises(ValueError, match="layer_weight"):
         build_attack(compose_attack("ours", common + ["attack.layer_weight=-1"]), surrogates=[TinyFR(0)])
+
+
+class TinyResidualFR(TinyFR):
+    """TinyFR with one residual block after its convolution (its second conv ends the branch)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.branch = torch.nn.Conv2d(8, 8, 3, padding=1)
+        with torch.no_grad():
+            self.branch.weight.copy_(torch.randn(self.branch.weight.shape, generator=torch.Generator().manual_seed(seed)))
+        self.requires_grad_(False)
+
+    def residual_branch_ends(self):
+        return [self.branch]
+
+    def forward(self, x):
+        stem = torch.relu(self.conv(x * 2 - 1))
+        features = torch.nn.functional.adaptive_avg_pool2d(stem + self.branch(stem), 4)
+        return self.head(features.flatten(1)) + 1.0
+
+
+def test_skip_gradient_scales_residual_branches_only_while_attacking():
+    """skip_gamma: the surrogate's forward pass is unchanged; its input gradient moves toward
+    the shortcut's (gamma 0: the shortcut's alone); a seeded switch that changes the photo."""
+    from fr_shield.attacks.config import compose_attack
+    from fr_shield.attacks.registry import build_attack
+    from fr_shield.core.errors import ConfigError
+
+    model, image = TinyResidualFR(0), photo()
+    common = ["attack.steps=4", "attack.alpha=0"]
+    plain = build_attack(compose_attack("ours", common), surrogates=[model])
+    skipped = build_attack(compose_attack("ours_skipgrad", [*common, "attack.skip_gamma=0"]), surrogates=[model])
+    crops = torch.rand(1, 3, 32, 32, requires_grad=True)
+
+    def gradient(objective):
+        embedding, _ = objective.surrogate(model, crops)
+        return embedding, torch.autograd.grad(embedding.sum(), crops)[0]
+
+    (out_plain, grad_plain), (out_skipped, grad_skipped) = gradient(plain.objective), gradient(skipped.objective)
+    assert torch.equal(out_plain, out_skipped)
+    stem_only = TinyFR(0)  # the same network without the branch: the shortcut's gradient
+    (expected,) = torch.autograd.grad(stem_only(crops).sum(), crops)
+    assert torch.allclose(grad_skipped, expected, atol=1e-5) and not torch.allclose(grad_plain, expected, atol=1e-3)
+    one, two = skipped(image, [[FACE]]).protected, skipped(image, [[FACE]]).protected
+    assert torch.equal(one, two) and not torch.equal(one, plain(image, [[FACE]]).protected)
+    with pytest.raises(ConfigError, match="skip_gamma"):
+        compose_attack("ours", ["attack.skip_gamma=1.5"])

@@ -431,3 +431,31 @@ def test_conv_nodes_are_modules_that_forward_hooks_reach():
     fcb = torch.from_numpy(numpy_helper.to_array([i for i in proto.graph.initializer if i.name == "fcb"][0]))
     assert torch.allclose(zeroed, fcb.expand_as(zeroed), atol=1e-6)  # nothing but the bias reaches the output
     assert torch.equal(module(x), plain)  # hooks removed: the graph as before
+
+
+def test_residual_adds_name_the_conv_that_ends_each_branch():
+    """Skip gradient scales residual branches: of a residual Add's two computed inputs, the one
+    computed later is the branch; where a Conv node computes it, that module ends the branch."""
+    from fr_shield.attacks.gradients import residual_branch_ends, skip_gradient_hooks
+
+    nodes = [_node("Conv", ["x", "w1"], ["stem"], pads=[1, 1, 1, 1]),
+             _node("Relu", ["stem"], ["r"]),
+             _node("Conv", ["r", "w2"], ["branch"], pads=[1, 1, 1, 1]),
+             _node("Add", ["stem", "branch"], ["sum"]),
+             _node("Add", ["sum", "bias"], ["y"])]  # a constant addend: no residual
+    module = OnnxModule(_model(nodes, [_init("w1", _f(3, 3, 3, 3)), _init("w2", _f(3, 3, 3, 3)),
+                                       _init("bias", _f(3, 1, 1))]))
+    ends = residual_branch_ends(module)
+    assert ends == [module.convolutions[1]]
+    x = torch.from_numpy(X).requires_grad_(True)
+    plain = module(x)
+    (full,) = torch.autograd.grad(plain.sum(), x)
+    hooks = skip_gradient_hooks(module, 0.0)
+    cut = module(x)
+    (shortcut_only,) = torch.autograd.grad(cut.sum(), x)
+    for hook in hooks:
+        hook.remove()
+    assert torch.equal(cut, plain)  # the forward pass is unchanged
+    x2 = torch.from_numpy(X).requires_grad_(True)  # with the branch's gradient cut: the stem's alone
+    (expected,) = torch.autograd.grad(module.convolutions[0](x2, getattr(module, module._buffer_of["w1"])).sum(), x2)
+    assert torch.allclose(shortcut_only, expected, atol=1e-5) and not torch.allclose(full, expected, atol=1e-3)

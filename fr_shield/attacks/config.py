@@ -113,6 +113,9 @@ class AttackConfig:
     # layer_depth of its convolutions) away from the clean one, with this weight; None: off.
     layer_weight: float | None = None
     layer_depth: float | None = None  # None: 0.5, the middle convolution
+    # Skip gradient (issue 13, 2b): each surrogate's residual branches pass this fraction of the
+    # gradient backward, so the step follows the shortcuts more (fr_shield.attacks.gradients); None: off.
+    skip_gamma: float | None = None
 
     def __post_init__(self):
         if self.mask is not None and self.mask not in MASKS:
@@ -131,7 +134,9 @@ class AttackConfig:
         if self.texture_floor is not None and (self.mask is None or not 0.0 < self.texture_floor <= 1.0):
             raise ConfigError(f"texture_floor is a fraction in (0, 1] of the face mask's bound (needs mask: face), "
                               f"got {self.texture_floor} with mask {self.mask}")
-
+        if self.skip_gamma is not None and not 0.0 <= self.skip_gamma <= 1.0:
+            raise ConfigError(f"skip_gamma is the fraction of the gradient residual branches pass, in [0, 1], "
+                              f"got {self.skip_gamma}")
         if self.jnd_scale is not None:
             if self.mask is None or self.jnd_scale <= 0:
                 raise ConfigError(f"jnd_scale is a positive multiple of the just-noticeable difference (needs mask: "

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fr_shield.attacks.anchors import choose_anchors
+from fr_shield.attacks.gradients import skip_gradient_hooks
 from fr_shield.core import transforms
 from fr_shield.core.align import FACE_CROP, align_faces
 from fr_shield.core.quality import delta_e, ssim
@@ -149,7 +150,8 @@ class ProtectionObjective(nn.Module):
                  surrogate_weights: list[float] | None = None, feature_dropout: float = 0.0, seed: int = 0,
                  face_penalty_only: bool = False, branches_per_step: int | None = None,
                  anchor_pool: list[torch.Tensor] | None = None, anchor_weight: float = 1.0,
-                 surrogates_per_step: int | None = None, layer_weight: float = 0.0, layer_depth: float = 0.5):
+                 surrogates_per_step: int | None = None, layer_weight: float = 0.0, layer_depth: float = 0.5,
+                 skip_gamma: float = 1.0):
         """``surrogate_weights``: ensemble weighting, one weight >= 0 per surrogate, rescaled to mean 1
         (None: every model weighs the same, LowKey's plain average). ``feature_dropout``: DFANet's
         dropout on every convolution's output of every surrogate during the attack's steps (0: off;
@@ -161,7 +163,9 @@ class ProtectionObjective(nn.Module):
         is also pulled toward its anchor (``fr_shield.attacks.anchors``), weighted by ``anchor_weight``.
         ``layer_weight``: also push each surrogate's mid-level feature map (the output of the
         convolution at ``layer_depth`` of its convolutions) away from the clean one, relative to
-        its size, with this weight (0: off)."""
+        its size, with this weight (0: off).
+        ``skip_gamma``: the gradient through every residual branch of every surrogate is scaled by
+        this (skip gradient, ``fr_shield.attacks.gradients``; 1: off)."""
         super().__init__()
         if normaliser not in NORMALISER_POWER:
             raise ValueError(f"unknown normaliser '{normaliser}'; use {', '.join(NORMALISER_POWER)}")
@@ -200,6 +204,9 @@ class ProtectionObjective(nn.Module):
             raise ValueError(f"layer_weight must be >= 0 and layer_depth in [0, 1], got {layer_weight}, {layer_depth}")
         self.layer_weight = layer_weight
         self.layers = [mid_layer(model, layer_depth) for model in surrogates] if layer_weight > 0 else None
+        if not 0.0 <= skip_gamma <= 1.0:
+            raise ValueError(f"skip_gamma scales residual branches' gradients: in [0, 1], got {skip_gamma}")
+        self.skip_gamma = skip_gamma
 
     @property
     def reach(self) -> int:
@@ -255,6 +262,8 @@ class ProtectionObjective(nn.Module):
                 return output * mask.to(device=output.device, dtype=output.dtype) / keep
 
             hooks = [m.register_forward_hook(drop) for m in convolutions(model)]
+        if self.skip_gamma < 1.0 and torch.is_grad_enabled():
+            hooks += skip_gradient_hooks(model, self.skip_gamma)
         if layer is not None:  # after the dropout hooks: it sees the map the next layer sees
             hooks.append(layer.register_forward_hook(lambda module, inputs, output: seen.append(output)))
         try:

@@ -102,6 +102,10 @@ class ResidualBlock(nn.Module):
         shortcut = x if self.shortcut_pool is None else self.shortcut_pool(x)
         return F.relu(_zero_pad_add(y, shortcut))
 
+    def residual_branch_ends(self) -> list[nn.Module]:
+        """The module whose output is the residual branch, added to the shortcut."""
+        return [self.affine2]
+
 
 class DlibResNet(nn.Module):
     """Takes RGB in [0, 1], [B, 3, 150, 150]; returns dlib's 128-d descriptors, [B, 128]."""

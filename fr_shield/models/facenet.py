@@ -81,6 +81,10 @@ class Residual(nn.Module):
         x = x + self.scale * self.up(mixed)
         return F.relu(x) if self.relu else x
 
+    def residual_branch_ends(self) -> list[nn.Module]:
+        """The module whose output is the residual branch, added (scaled) to the shortcut."""
+        return [self.up]
+
 
 def block35(scope: str) -> Residual:
     return Residual(scope, [

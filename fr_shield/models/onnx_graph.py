@@ -707,6 +707,16 @@ class OnnxModule(torch.nn.Module):
         self.convolutions = torch.nn.ModuleList(OnnxConv(step, self.source) for step in steps if step.op_type == "Conv")
         convs = iter(range(len(self.convolutions)))
         self._conv_of_step = [next(convs) if step.op_type == "Conv" else None for step in steps]
+        # A residual Add sums a shortcut and a branch: of its two computed inputs, the branch is
+        # the one computed later. Where a Conv node computes it, that module ends the branch.
+        step_of = {name: i for i, step in enumerate(steps) for name in step.outputs if name}
+        self._branch_end_convs = []
+        for step in steps:
+            sources = [step_of.get(name) for name in step.inputs]
+            if step.op_type == "Add" and len(sources) == 2 and None not in sources:
+                conv = self._conv_of_step[max(sources)]
+                if conv is not None and conv not in self._branch_end_convs:
+                    self._branch_end_convs.append(conv)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "OnnxModule":
@@ -716,6 +726,10 @@ class OnnxModule(torch.nn.Module):
         except Exception as error:  # a truncated or non-ONNX file
             raise OnnxConversionError(f"cannot read ONNX model {path}: {error}") from error
         return cls(model, source=path)
+
+    def residual_branch_ends(self) -> list[OnnxConv]:
+        """The Conv modules whose outputs are residual branches, added to a shortcut."""
+        return [self.convolutions[i] for i in self._branch_end_convs]
 
     def _run_step(self, step: _Step, values: list[Value]) -> list[torch.Tensor]:
         return _run(step, values, self.source)
