@@ -451,7 +451,7 @@ def test_heldout_csv_keeps_only_models_outside_the_ensemble(tmp_path):
         for model in ["sface", "dlib_resnet", "onnx:/x/mfn_a.onnx"]:
             for cell in ["none", "jpeg_q75"]:
                 for subset in ["protected", "all"]:
-                    rows.append({"data": "lfw", "surrogates": "dlib_resnet", "attack": "none" if variant == "clean" else "ours_transfer",
+                    rows.append({"data": "lfw", "surrogates": "dlib_resnet+onnx:/x/mfn_b.onnx", "attack": "none" if variant == "clean" else "ours_transfer",
                                  "budget": variant, "cell": cell, "model": model, "role": role_of.get(model, "clean"),
                                  "subset": subset, "top1": 0.25 if model == "sface" else 0.5, "top5": 0.75, "n_probes": 20,
                                  "mean_ssim_face": 0.95})
@@ -468,7 +468,8 @@ def test_heldout_csv_keeps_only_models_outside_the_ensemble(tmp_path):
     assert set(written["heldout_model"]) == {"sface", "mfn_a"}  # dlib_resnet was a surrogate
     attacked = written[written["attack"] == "ours_transfer"]
     assert (attacked["delta_e_face"] == 2.2).all() and (attacked["seconds_per_photo"] == 40.0).all()
-    assert "| lfw | ours_transfer | dlib_resnet | ssim0.95_lpips0.05_de2.3 | 0.951 |" in heldout_markdown(written)
+    # an ONNX surrogate is labelled by its file name, as held-out models are
+    assert "| lfw | ours_transfer | dlib_resnet+mfn_b | ssim0.95_lpips0.05_de2.3 | 0.951 |" in heldout_markdown(written)
 
 
 @pytest.mark.real

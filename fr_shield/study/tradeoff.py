@@ -269,6 +269,11 @@ def model_label(name: str) -> str:
     return Path(name[len(ONNX_PREFIX):]).stem if name.startswith(ONNX_PREFIX) else name
 
 
+def ensemble_label(surrogates: str) -> str:
+    """A run's ``a+b+onnx:<path>`` ensemble with each model labelled as :func:`model_label` does; '-' if none."""
+    return "+".join(model_label(name) for name in surrogates.split("+")) if surrogates else "-"
+
+
 def heldout_table(folders: list[Path]) -> pd.DataFrame:
     """Issue 13's tidy table: one row per (data, held-out model, attack setting, surrogates, budget,
     transform cell) from the jobs' ``tradeoff.csv``, with the budget's mean face quality and the
@@ -309,7 +314,7 @@ def heldout_markdown(table: pd.DataFrame) -> str:
         models = ", ".join(sorted(set(group["heldout_model"])))
         quality = (f"{first.ssim_face:.3f} | {first.lpips_face:.3f} | {first.delta_e_face:.2f} ({first.delta_e_p95_face:.1f}) | "
                    f"{first.seconds_per_photo:.0f}")
-        lines.append(f"| {key[0]} | {key[1]} | {key[2] or '-'} | {key[3]} | {quality} | {models} | "
+        lines.append(f"| {key[0]} | {key[1]} | {ensemble_label(key[2])} | {key[3]} | {quality} | {models} | "
                      + " | ".join(f"{100 * top1[c]:.0f}" if c in top1 else "" for c in cells) + " |")
     plain = table[table["cell"] == "none"]
     models = sorted(set(plain["heldout_model"]))
@@ -317,7 +322,7 @@ def heldout_markdown(table: pd.DataFrame) -> str:
               "| data | setting | surrogates | budget | " + " | ".join(models) + " |", "|---" * (4 + len(models)) + "|"]
     for key, group in plain.groupby(keys, sort=False):
         values = group.set_index("heldout_model")["top1"]
-        lines.append(f"| {key[0]} | {key[1]} | {key[2] or '-'} | {key[3]} | "
+        lines.append(f"| {key[0]} | {key[1]} | {ensemble_label(key[2])} | {key[3]} | "
                      + " | ".join(f"{100 * values[m]:.0f}" if m in values else "" for m in models) + " |")
     return "\n".join(lines)
 
