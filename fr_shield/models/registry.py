@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "dlib_resnet": "fr_shield.models.dlib_resnet",
     "facenet_casia": "fr_shield.models.facenet",
     "mobilefacenet_fp": "fr_shield.models.mobilefacenet_fp",
+    "mobilefacenet_expo": "fr_shield.models.mobilefacenet_expo",
 }
 ONNX_PREFIX = "onnx:"
 
