@@ -94,6 +94,22 @@ def test_check_folders_and_report(folders, detector, tmp_path):
     assert not re.search(r"(src|href)=['\"]?(https?:|//)", page)  # nothing fetched from outside
 
 
+def test_models_used_to_protect_are_marked_white_box(folders, detector, tmp_path):
+    original, protected = folders
+    checker = Checker([TinyFR(0), TinyFR(1, size=40, name="tiny40")], detector, get_transforms(["none"]))
+    report, _ = run_check(original / "same.jpg", protected / "same.jpg", tmp_path, checker, progress=False,
+                          log=lambda s: None, surrogates={"tiny"})
+    assert report["models"]["tiny"]["used_to_protect"] is True
+    assert report["models"]["tiny40"]["used_to_protect"] is False
+    text = check.format_verdicts(report)
+    assert "tiny*" in text and "tiny40*" not in text and "* used to protect these photos (white-box)" in text
+    assert "used to protect" in (tmp_path / "report.html").read_text()
+    unknown, _ = run_check(original / "same.jpg", protected / "same.jpg", None, checker, progress=False,
+                           log=lambda s: None)
+    assert {info["used_to_protect"] for info in unknown["models"].values()} == {None}
+    assert "white-box" not in check.format_verdicts(unknown)
+
+
 def test_check_two_files_and_cli_errors(folders, detector, tmp_path):
     original, protected = folders
     checker = Checker([TinyFR(0)], detector, get_transforms(["none"]))

@@ -257,6 +257,17 @@ def test_big_photo_costs_what_its_face_costs(first_run):
     assert (changed.min(axis=0) >= (1800 - 16, 2600 - 16)).all() and (changed.max(axis=0) < (2800 + 16, 3600 + 16)).all()
 
 
+def test_manifest_records_the_surrogates(first_run, tmp_path):
+    """``check`` reads which models a folder was protected against from the manifest."""
+    _, out, _, _, _ = first_run
+    preset_surrogates = set(protect.load_preset(opts(preset="mid", attack="lowkey")).attack.surrogates)
+    assert preset_surrogates and protect.recorded_surrogates(out) == preset_surrogates
+    assert protect.recorded_surrogates(out / "face.jpg") == preset_surrogates  # a photo in the folder
+    assert protect.recorded_surrogates(tmp_path) is None  # no manifest: unknown, not "none"
+    (tmp_path / protect.MANIFEST).write_text("{not json")
+    assert protect.recorded_surrogates(tmp_path) is None
+
+
 def test_second_run_resumes(first_run):
     album, out, _, _, _ = first_run
     calls = []

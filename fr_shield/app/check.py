@@ -7,6 +7,9 @@ upload (none; JPEG quality 75; resize to half and back; median and box blur, ker
 A model *matches* when the similarity reaches its verification threshold (``spec.threshold``:
 cosine for SFace and FaceNet, minus the Euclidean distance for dlib). A face is **protected**
 when no model matches it under any transform; a photo is protected when all its faces are.
+A model the photos were protected against (``protect``'s manifest in the protected folder says
+which) is marked *used to protect*: it is white-box there, and only the other models say how
+face recognition the tool was not made with would fare.
 
 Faces are detected in both photos and paired by position; a face the detector no longer finds in
 the protected photo is checked at the original's position. Transforms act on a padded region
@@ -29,7 +32,8 @@ import numpy as np
 import torch
 
 from fr_shield.app.photo_files import is_photo_name
-from fr_shield.app.report_html import write_html
+from fr_shield.app.protect import recorded_surrogates
+from fr_shield.app.report_html import WHITE_BOX_NOTE, write_html
 from fr_shield.core import transforms
 from fr_shield.core.align import align_faces
 from fr_shield.core.detect import Face, FaceDetector
@@ -217,8 +221,10 @@ class Checker:
 
 
 def run_check(original: Path, protected: Path, out: Path | None, checker: Checker, progress: bool = True,
-              log: Callable[[str], None] = print) -> tuple[dict, int]:
-    """Check every pair; write report.json and report.html into ``out``; return (report, exit code)."""
+              log: Callable[[str], None] = print, surrogates: set[str] | None = None) -> tuple[dict, int]:
+    """Check every pair; write report.json and report.html into ``out``; return (report, exit code).
+
+    ``surrogates``: the model names the photos were protected against (None: unknown)."""
     from tqdm import tqdm
 
     original, protected = Path(original).expanduser(), Path(protected).expanduser()
@@ -234,7 +240,9 @@ def run_check(original: Path, protected: Path, out: Path | None, checker: Checke
     verdicts = [p["verdict"] for p in photos]
     report = {
         "original": str(original), "protected": str(protected),
-        "models": {m.spec.name: {"similarity": m.spec.similarity, "threshold": m.spec.threshold} for m in checker.models},
+        "models": {m.spec.name: {"similarity": m.spec.similarity, "threshold": m.spec.threshold,
+                                 "used_to_protect": None if surrogates is None else m.spec.name in surrogates}
+                   for m in checker.models},
         "transforms": [t.label for t in checker.transforms],
         "photos": photos,
         "summary": {v: verdicts.count(v) for v in sorted(set(verdicts))},
@@ -253,7 +261,9 @@ def run_check(original: Path, protected: Path, out: Path | None, checker: Checke
 def format_verdicts(report: dict) -> str:
     """One line per photo: verdict, then per model how many transforms still match (worst face)."""
     models, count = list(report["models"]), len(report["transforms"])
-    lines = [f"{'file':36s} {'faces':>5s}  {'verdict':10s}  " + "  ".join(f"{m[:14]:>14s}" for m in models),
+    white_box = [m for m, info in report["models"].items() if info.get("used_to_protect")]
+    heads = [(m[:13] + "*" if m in white_box else m[:14]) for m in models]
+    lines = [f"{'file':36s} {'faces':>5s}  {'verdict':10s}  " + "  ".join(f"{h:>14s}" for h in heads),
              "-" * (56 + 16 * len(models))]
     for photo in report["photos"]:
         cells = []
@@ -264,6 +274,8 @@ def format_verdicts(report: dict) -> str:
         lines.append(line + (f"  {photo['reason']}" if photo.get("reason") else ""))
     lines.append("\n" + ", ".join(f"{n} {v}" for v, n in report["summary"].items())
                  + f"  (transforms: {', '.join(report['transforms'])})")
+    if white_box:
+        lines.append("* used to protect these photos (white-box): " + WHITE_BOX_NOTE)
     return "\n".join(lines)
 
 
@@ -293,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         models = [create(name, args.weights_dir, device) for name in names]
         checker = Checker(models, FaceDetector(cache_dir=args.weights_dir), views, device)
-        _, code = run_check(args.original, args.protected, args.out, checker, progress=not args.no_progress)
+        made_with = recorded_surrogates(args.protected)
+        surrogates = None if made_with is None else {
+            model.spec.name for name, model in zip(names, models) if name in made_with or model.spec.name in made_with}
+        _, code = run_check(args.original, args.protected, args.out, checker, progress=not args.no_progress,
+                            surrogates=surrogates)
     except (FrShieldError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

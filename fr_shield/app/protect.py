@@ -17,7 +17,8 @@ For each photo (files, or folders searched recursively; JPEG, PNG, WebP):
    the original face.
 
 A manifest in ``--out`` (``.fr-shield-manifest.json``) records finished files, so a second run
-skips outputs that are complete and redoes the rest. Originals are only ever read.
+skips outputs that are complete and redoes the rest, and which models each file was protected
+against (``check`` marks those as white-box). Originals are only ever read.
 
 Before the work, a planning pass detects the faces of the photos still to do (the progress bar
 counts faces) and times a short attack on one of them, to say how long the run will take here.
@@ -229,10 +230,27 @@ class Manifest:
             return None
         return entry["row"]
 
-    def record(self, job: Job, source_hash: str, key: str, row: dict) -> None:
+    def record(self, job: Job, source_hash: str, key: str, row: dict, surrogates: Sequence[str] = ()) -> None:
         output = sha256_of(job.target) if row.get("output") else None
-        self.entries[job.relative.as_posix()] = {"source": source_hash, "settings": key, "output": output, "row": row}
+        self.entries[job.relative.as_posix()] = {"source": source_hash, "settings": key, "output": output, "row": row,
+                                                 "surrogates": list(surrogates)}
         write_atomic(self.file, json.dumps(self.entries, indent=1).encode())
+
+
+def recorded_surrogates(protected: Path) -> set[str] | None:
+    """The models the photos in ``protected`` (a folder written by ``protect``, or one photo in it)
+    were protected against, from its manifest; None where no manifest says."""
+    folder = protected if protected.is_dir() else protected.parent
+    try:
+        entries = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entries, dict):
+        return None
+    recorded = [entry.get("surrogates") for entry in entries.values() if isinstance(entry, dict)]
+    if not recorded or any(names is None for names in recorded):  # written before surrogates were recorded
+        return None
+    return {name for names in recorded for name in names}
 
 
 def _summarise(records: list[FaceRecord]) -> dict:
@@ -492,7 +510,7 @@ def run_protect(inputs: Sequence[Path], out: Path, options: ProtectOptions,
                     row = _row(job.relative.as_posix(), "error", reason=f"{type(error).__name__}: {error}")
                 rows.append(row)
                 if row["status"] in ("protected", "copied", "no face"):
-                    manifest.record(job, hashes[job.target], key, row)
+                    manifest.record(job, hashes[job.target], key, row, preset.attack.surrogates)
                 settled += len(faces or ())
                 bar.update(settled - bar.n)  # exact at each photo's end: early stop skips steps
     except KeyboardInterrupt:

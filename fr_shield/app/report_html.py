@@ -21,6 +21,9 @@ td.hit{background:#fbd5da} td.miss{background:#d7f2df}
 """
 
 
+WHITE_BOX_NOTE = ("a model the protection was made against; no match there does not say that face recognition "
+                  "it was not made with fails too")
+
 def png_data_uri(array: np.ndarray) -> str:
     from PIL import Image
 
@@ -75,7 +78,8 @@ def _face_table(face: dict, models: dict, transforms: list[str]) -> str:
         for t in transforms:
             value, hit = face["similarity"][name][t], face["matched"][name][t]
             cells.append(f'<td class="{"hit" if hit else "miss"}">{value:.3f}</td>')
-        rows.append(f"<tr><td class=l>{html.escape(name)} (≥ {models[name]['threshold']})</td>{''.join(cells)}</tr>")
+        used = " — <i>used to protect</i>" if models[name].get("used_to_protect") else ""
+        rows.append(f"<tr><td class=l>{html.escape(name)} (≥ {models[name]['threshold']}){used}</td>{''.join(cells)}</tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -88,6 +92,10 @@ def write_html(report: dict, visuals: dict[str, list[dict]]) -> str:
               "face (after the transform) reaches the model's verification threshold. A photo is <b>protected</b> when no model "
               "matches any of its faces under any transform. Cells: red = matched, green = not matched. The difference image "
               "shows 0.5 + 10 × (after − before).</p>")]
+    white_box = [name for name, info in models.items() if info.get("used_to_protect")]
+    if white_box:
+        parts.append(f"<p class=note><b>Used to protect</b> (white-box): {html.escape(', '.join(white_box))} — "
+                     f"{html.escape(WHITE_BOX_NOTE)}.</p>")
     summary = ", ".join(f"{count} {html.escape(v)}" for v, count in report["summary"].items())
     parts.append(f"<p><b>Summary:</b> {summary}</p><table><tr><th class=l>photo</th><th>faces</th><th class=l>verdict</th><th class=l>matched by</th></tr>")
     for photo in report["photos"]:
