@@ -27,6 +27,7 @@ import torch
 from fr_shield.core import weights
 from fr_shield.core.align import ARCFACE_112
 from fr_shield.models.onnx_graph import OnnxModule
+from fr_shield.models.onnx_user import OnnxFaceModel
 from fr_shield.models.spec import ModelSpec
 from fr_shield.models.tflite_graph import to_onnx
 
@@ -42,7 +43,7 @@ SPEC = ModelSpec(
     threshold=0.334,
     channel_order="RGB",
     value_range="0..255",
-    # Applied by the wrapper's forward (the graph has no normalisation); never by callers.
+    # Applied by the wrapper (the graph has no normalisation); never by callers.
     mean=(MEAN, MEAN, MEAN),
     std=(STD, STD, STD),
     licence="Apache-2.0",
@@ -51,17 +52,8 @@ SPEC = ModelSpec(
 )
 
 
-class MobileFaceNetExpo(torch.nn.Module):
-    """RGB float images in [0, 1], [B, 3, 112, 112] -> embeddings [B, 192] (not normalised)."""
-
-    def __init__(self, graph: OnnxModule):
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.graph((images * 255.0 - MEAN) / STD)
-
-
 def build(cache_dir: str | Path | None = None) -> torch.nn.Module:
+    """RGB float images in [0, 1], [B, 3, 112, 112] -> embeddings [B, 192] (not normalised); the
+    spec's normalisation is applied by the same wrapper as a user's ONNX model."""
     path = weights.path("mobilefacenet_expo", cache_dir)
-    return MobileFaceNetExpo(OnnxModule(to_onnx(path), source=path))
+    return OnnxFaceModel(OnnxModule(to_onnx(path), source=path), SPEC)

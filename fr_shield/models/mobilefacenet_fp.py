@@ -31,6 +31,7 @@ from onnx import numpy_helper
 from fr_shield.core import weights
 from fr_shield.core.align import ARCFACE_112
 from fr_shield.models.onnx_graph import OnnxConversionError, OnnxModule
+from fr_shield.models.onnx_user import OnnxFaceModel
 from fr_shield.models.spec import ModelSpec
 
 EMBEDDING_SIZE = 512
@@ -45,7 +46,7 @@ SPEC = ModelSpec(
     threshold=0.252,
     channel_order="RGB",
     value_range="0..255",
-    # Applied by the wrapper's forward (the graph has no normalisation); never by callers.
+    # Applied by the wrapper (the graph has no normalisation); never by callers.
     mean=(MEAN, MEAN, MEAN),
     std=(STD, STD, STD),
     licence="MIT",
@@ -83,17 +84,8 @@ def load_graph(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-class MobileFaceNetFP(torch.nn.Module):
-    """RGB float images in [0, 1], [B, 3, 112, 112] -> embeddings [B, 512] (not normalised)."""
-
-    def __init__(self, graph: OnnxModule):
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.graph((images * 255.0 - MEAN) / STD)
-
-
 def build(cache_dir: str | Path | None = None) -> torch.nn.Module:
+    """RGB float images in [0, 1], [B, 3, 112, 112] -> embeddings [B, 512] (not normalised); the
+    spec's normalisation is applied by the same wrapper as a user's ONNX model."""
     path = weights.path("mobilefacenet_fp", cache_dir)
-    return MobileFaceNetFP(OnnxModule(load_graph(path), source=path))
+    return OnnxFaceModel(OnnxModule(load_graph(path), source=path), SPEC)
