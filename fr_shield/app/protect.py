@@ -240,11 +240,7 @@ class Manifest:
 def recorded_surrogates(protected: Path) -> set[str] | None:
     """The models the photos in ``protected`` (a folder written by ``protect``, or one photo in it)
     were protected against, from its manifest; None where no manifest says."""
-    folder = protected if protected.is_dir() else protected.parent
-    try:
-        entries = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+    entries = Manifest(protected if protected.is_dir() else protected.parent).entries
     if not isinstance(entries, dict):
         return None
     recorded = [entry.get("surrogates") for entry in entries.values() if isinstance(entry, dict)]

@@ -24,6 +24,7 @@ td.hit{background:#fbd5da} td.miss{background:#d7f2df}
 WHITE_BOX_NOTE = ("a model the protection was made against; no match there does not say that face recognition "
                   "it was not made with fails too")
 
+
 def png_data_uri(array: np.ndarray) -> str:
     from PIL import Image
 
