@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import kornia
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ from PIL import Image
 from tiny_models import TinyFR, TinyPerceptual
 
 from fr_shield.attacks import Branch, ProtectionAttack, ProtectionObjective
-from fr_shield.attacks.attack import OptimiserSettings
+from fr_shield.attacks.attack import OptimiserSettings, remove_shading
 from fr_shield.attacks.config import BranchConfig, compose_attack
 from fr_shield.attacks.eot import (
     JPEG_TOLERANCE_MEAN,
@@ -243,6 +244,39 @@ def test_jnd_scale_bounds_the_perturbation_by_what_the_eye_sees():
         compose_attack("lowkey", ["attack.jnd_scale=1.0"])  # needs the face mask
     with pytest.raises(ConfigError, match="texture_floor"):
         compose_attack("lowkey", common + ["attack.jnd_scale=1.0", "attack.texture_floor=0.3"])
+
+
+def test_remove_shading_keeps_grain_and_drops_regional_shifts():
+    flat = torch.full((1, 1, 40, 40), 0.02)
+    assert remove_shading(flat, 3.0).abs().max() < 1e-6  # a uniform darkening is all shading
+    grain = torch.ones(1, 1, 40, 40)
+    grain[..., ::2, :] = -1.0
+    grain[..., :, ::2] *= -1.0  # a one-pixel checkerboard has no local mean
+    assert torch.allclose(remove_shading(grain, 3.0), grain, atol=1e-3)
+    with pytest.raises(ValueError, match="shading_sigma"):
+        remove_shading(grain, 0.0)
+
+
+def test_shading_sigma_takes_the_local_mean_out_of_the_perturbation():
+    """With shading_sigma the protected photo differs from the clean one by fine grain only: the
+    perturbation's own local mean is near zero, where without it the signed steps leave patches."""
+    image = photo()
+    common = ["attack.steps=8", "attack.linf=0.0313725", "attack.step_size=0.01", "attack.alpha=0",
+              "attack.colour=luma"]
+    plain = build_attack(compose_attack("lowkey", common), surrogates=surrogates())(image, [[FACE]]).protected
+    config = compose_attack("lowkey", common + ["attack.shading_sigma=2.0"])
+    flat = build_attack(config, surrogates=surrogates())(image, [[FACE]]).protected
+
+    def shading(protected):  # mean |local mean of delta| over the face, in grey levels
+        delta = (protected - image)[:, :1]
+        local = kornia.filters.gaussian_blur2d(delta, (13, 13), (2.0, 2.0), border_type="reflect")
+        return local[..., 40:120, 40:120].abs().mean().item() * 255
+
+    assert (flat - image).abs().max() > 3 / 255  # it still moves
+    assert shading(flat) < 0.5 * shading(plain)
+    assert attack_key(config) != attack_key(compose_attack("lowkey", common))
+    with pytest.raises(ConfigError, match="shading_sigma"):
+        compose_attack("lowkey", common + ["attack.shading_sigma=0"])
 
 
 def test_luma_perturbation_changes_brightness_only():

@@ -14,13 +14,17 @@ Hard budgets the base owns (all off by default, so the reference configs are unc
 - ``linf``: a scalar L-infinity bound, projected after every step;
 - a per-pixel bound tensor (``bound``, e.g. ``linf * soft face mask``: 0 beyond the faces), fixed
   for the attack or given per call and per image; where it is 0 the photo is never changed;
-- ``luma``: the perturbation is projected onto brightness (one value per pixel for R, G and B).
+- ``luma``: the perturbation is projected onto brightness (one value per pixel for R, G and B);
+- ``shading_sigma``: the perturbation's local mean (a Gaussian of that many pixels) is removed
+  after every step, so it cannot darken or lighten a region of the face as a whole.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import kornia
 import torch
 from torch import nn
 
@@ -43,6 +47,7 @@ class OptimiserSettings:
     # adapting per image (``InLoopBudget``); None: the budget is only enforced afterwards.
     budget: InLoopBudget | None = None
     luma: bool = False  # one perturbation shared by R, G and B (brightness only)
+    shading_sigma: float | None = None  # remove the perturbation's Gaussian local mean (pixels); None: off
 
 
 @dataclass
@@ -51,6 +56,16 @@ class AttackResult:
     objective: list[list[float]] = field(default_factory=list)  # per step, per image (nan once stopped)
     lpips: list[list[float]] = field(default_factory=list)
     steps_taken: list[int] = field(default_factory=list)  # per image: steps applied before it stopped
+
+
+def remove_shading(delta: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``delta`` [B, C, H, W] minus its Gaussian local mean of ``sigma`` pixels (reflected at the
+    border): what is left is fine grain with no regional darkening or lightening."""
+    if sigma <= 0:
+        raise ValueError(f"shading_sigma must be > 0, got {sigma}")
+    size = 2 * int(math.ceil(3 * sigma)) + 1
+    size = min(size, 2 * ((min(delta.shape[-2:]) - 1) // 2) + 1)  # reflect padding needs size <= side
+    return delta - kornia.filters.gaussian_blur2d(delta, (size, size), (sigma, sigma), border_type="reflect")
 
 
 ATTACKS: dict[str, type[ProtectionAttack]] = {}  # filled by @register_attack (fr_shield.attacks.registry)
@@ -84,7 +99,7 @@ class ProtectionAttack:
             budget = InLoopBudget(config.ssim_min, config.lpips_max, config.delta_e_max)
         settings = OptimiserSettings(config.optimiser, config.steps, config.step_size, config.init_noise,
                                      config.linf, config.seed, config.stop_margin, config.momentum, budget,
-                                     luma=config.colour == "luma")
+                                     luma=config.colour == "luma", shading_sigma=config.shading_sigma)
         return cls(cls.build_objective(config, surrogates, perceptual), settings)
 
     def __init__(self, objective: ProtectionObjective, settings: OptimiserSettings = OptimiserSettings(),
@@ -100,9 +115,12 @@ class ProtectionAttack:
     def _project(self, adversarial: torch.Tensor, clean: torch.Tensor,
                  bound: torch.Tensor | None = None) -> torch.Tensor:
         """Clamp to [0, 1] inside the scalar L-infinity bound and the per-pixel ``bound`` (if any);
-        with ``luma``, first make the perturbation the same on every channel (its channel mean)."""
+        with ``luma``, first make the perturbation the same on every channel (its channel mean);
+        with ``shading_sigma``, first remove its local mean (what the eye reads as shading)."""
         if self.settings.luma:
             adversarial = clean + (adversarial - clean).mean(dim=1, keepdim=True)
+        if self.settings.shading_sigma is not None:
+            adversarial = clean + remove_shading(adversarial - clean, self.settings.shading_sigma)
         if self.settings.linf is not None:
             adversarial = torch.max(torch.min(adversarial, clean + self.settings.linf), clean - self.settings.linf)
         if bound is not None:

@@ -87,6 +87,11 @@ class AttackConfig:
     # capped by linf. SSIM and Delta E let a perturbation saturated at a flat 6/255 draw visible
     # mottled shading on 100 px faces; None: off.
     jnd_scale: float | None = None
+    # Take the shading out: after every step the perturbation loses its local mean (a Gaussian of
+    # this many pixels of the work image), so it cannot darken or lighten part of a face as a
+    # whole -- the dark patches around eyes and cheeks that SSIM and Delta E let through at
+    # 6/255. None: off.
+    shading_sigma: float | None = None
     # "luma": one perturbation shared by R, G and B (brightness only: no coloured blotches);
     # None: each channel its own.
     colour: str | None = None
@@ -131,6 +136,8 @@ class AttackConfig:
             if self.stop_margin is not None:
                 raise ConfigError("surrogates_per_step and stop_margin do not go together: early stop needs "
                                   "every surrogate's margin each step")
+        if self.shading_sigma is not None and self.shading_sigma <= 0:
+            raise ConfigError(f"shading_sigma is a Gaussian's width in pixels (> 0), got {self.shading_sigma}")
         if self.texture_floor is not None and (self.mask is None or not 0.0 < self.texture_floor <= 1.0):
             raise ConfigError(f"texture_floor is a fraction in (0, 1] of the face mask's bound (needs mask: face), "
                               f"got {self.texture_floor} with mask {self.mask}")
