@@ -121,6 +121,10 @@ class AttackConfig:
     # Skip gradient (issue 13, 2b): each surrogate's residual branches pass this fraction of the
     # gradient backward, so the step follows the shortcuts more (fr_shield.attacks.gradients); None: off.
     skip_gamma: float | None = None
+    # Linear backward (LinBP, issue 13, 2b): the gradient passes each surrogate's rectifiers from
+    # this fraction of a forward pass's rectifiers on as if they were the identity, the forward pass
+    # unchanged (fr_shield.models.rectifiers; 0: all of them); None: off.
+    linear_backward: float | None = None
 
     def __post_init__(self):
         if self.mask is not None and self.mask not in MASKS:
@@ -144,6 +148,9 @@ class AttackConfig:
         if self.skip_gamma is not None and not 0.0 <= self.skip_gamma <= 1.0:
             raise ConfigError(f"skip_gamma is the fraction of the gradient residual branches pass, in [0, 1], "
                               f"got {self.skip_gamma}")
+        if self.linear_backward is not None and not 0.0 <= self.linear_backward <= 1.0:
+            raise ConfigError(f"linear_backward is the fraction of each surrogate's rectifiers after which the "
+                              f"gradient passes them unchanged, in [0, 1], got {self.linear_backward}")
         if self.jnd_scale is not None:
             if self.mask is None or self.jnd_scale <= 0:
                 raise ConfigError(f"jnd_scale is a positive multiple of the just-noticeable difference (needs mask: "

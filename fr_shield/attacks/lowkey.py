@@ -40,4 +40,5 @@ def objective_options(config: AttackConfig, surrogates: list[nn.Module], percept
             "anchor_pool": anchor_embeddings(config.anchor_pool, surrogates),
             "anchor_weight": config.anchor_weight or 1.0, "layer_weight": config.layer_weight or 0.0,
             "layer_depth": 0.5 if config.layer_depth is None else config.layer_depth,
-            "skip_gamma": 1.0 if config.skip_gamma is None else config.skip_gamma}
+            "skip_gamma": 1.0 if config.skip_gamma is None else config.skip_gamma,
+            "linear_backward": config.linear_backward}

@@ -21,6 +21,7 @@ FLOPs, ran 1.6x faster that way on a 2-core CPU (the FR models 1.1-1.3x).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,6 +35,7 @@ from fr_shield.core import transforms
 from fr_shield.core.align import FACE_CROP, align_faces
 from fr_shield.core.quality import delta_e, ssim
 from fr_shield.models.onnx_graph import OnnxConv
+from fr_shield.models.rectifiers import count_rectifiers, linear_backward
 from fr_shield.models.spec import ModelSpec, pair_similarity
 
 NORMALISER_POWER = {"norm": 1, "norm_squared": 2}
@@ -151,7 +153,7 @@ class ProtectionObjective(nn.Module):
                  face_penalty_only: bool = False, branches_per_step: int | None = None,
                  anchor_pool: list[torch.Tensor] | None = None, anchor_weight: float = 1.0,
                  surrogates_per_step: int | None = None, layer_weight: float = 0.0, layer_depth: float = 0.5,
-                 skip_gamma: float = 1.0):
+                 skip_gamma: float = 1.0, linear_backward: float | None = None):
         """``surrogate_weights``: ensemble weighting, one weight >= 0 per surrogate, rescaled to mean 1
         (None: every model weighs the same, LowKey's plain average). ``feature_dropout``: DFANet's
         dropout on every convolution's output of every surrogate during the attack's steps (0: off;
@@ -165,7 +167,9 @@ class ProtectionObjective(nn.Module):
         convolution at ``layer_depth`` of its convolutions) away from the clean one, relative to
         its size, with this weight (0: off).
         ``skip_gamma``: the gradient through every residual branch of every surrogate is scaled by
-        this (skip gradient, ``fr_shield.attacks.gradients``; 1: off)."""
+        this (skip gradient, ``fr_shield.attacks.gradients``; 1: off).
+        ``linear_backward``: the gradient passes every surrogate's rectifiers from this fraction of
+        them on as the identity's (LinBP, ``fr_shield.models.rectifiers``; None: off)."""
         super().__init__()
         if normaliser not in NORMALISER_POWER:
             raise ValueError(f"unknown normaliser '{normaliser}'; use {', '.join(NORMALISER_POWER)}")
@@ -207,6 +211,10 @@ class ProtectionObjective(nn.Module):
         if not 0.0 <= skip_gamma <= 1.0:
             raise ValueError(f"skip_gamma scales residual branches' gradients: in [0, 1], got {skip_gamma}")
         self.skip_gamma = skip_gamma
+        if linear_backward is not None and not 0.0 <= linear_backward <= 1.0:
+            raise ValueError(f"linear_backward is a fraction of the rectifiers in [0, 1], got {linear_backward}")
+        self.linear_backward = linear_backward
+        self.rectifier_totals: dict[int, int] = {}  # per surrogate (id): rectifiers in one forward pass
 
     @property
     def reach(self) -> int:
@@ -253,6 +261,11 @@ class ProtectionObjective(nn.Module):
         without one). With ``dropout`` > 0, every convolution's output loses that random fraction of
         its values (rescaled by 1 / (1 - p)), a fresh draw each call, so each step attacks a
         slightly different network (DFANet: Zhong and Deng, IEEE TIFS 2021)."""
+        backward = nullcontext()
+        if self.linear_backward is not None and torch.is_grad_enabled():
+            if id(model) not in self.rectifier_totals:
+                self.rectifier_totals[id(model)] = count_rectifiers(model, crops[:1])
+            backward = linear_backward(self.linear_backward, self.rectifier_totals[id(model)])
         hooks, seen = [], []
         if dropout > 0:
             keep = 1.0 - dropout
@@ -267,7 +280,8 @@ class ProtectionObjective(nn.Module):
         if layer is not None:  # after the dropout hooks: it sees the map the next layer sees
             hooks.append(layer.register_forward_hook(lambda module, inputs, output: seen.append(output)))
         try:
-            return model(crops), (seen[-1] if seen else None)
+            with backward:
+                return model(crops), (seen[-1] if seen else None)
         finally:
             for hook in hooks:
                 hook.remove()

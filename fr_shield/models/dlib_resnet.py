@@ -31,7 +31,7 @@ from torch import nn
 
 from fr_shield.core import weights
 from fr_shield.core.align import ARCFACE_112
-from fr_shield.models import dlib_format
+from fr_shield.models import dlib_format, rectifiers
 from fr_shield.models.spec import ModelSpec
 
 MEAN_RGB = (122.782, 117.001, 104.298)
@@ -98,9 +98,9 @@ class ResidualBlock(nn.Module):
         self.shortcut_pool = shortcut_pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.affine2(self.conv2(F.relu(self.affine1(self.conv1(x)))))
+        y = self.affine2(self.conv2(rectifiers.relu(self.affine1(self.conv1(x)))))
         shortcut = x if self.shortcut_pool is None else self.shortcut_pool(x)
-        return F.relu(_zero_pad_add(y, shortcut))
+        return rectifiers.relu(_zero_pad_add(y, shortcut))
 
     def residual_branch_ends(self) -> list[nn.Module]:
         """The module whose output is the residual branch, added to the shortcut."""

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fr_shield.core import weights
 from fr_shield.core.align import scaled_template
 from fr_shield.core.errors import WeightError
-from fr_shield.models import tf_graph
+from fr_shield.models import rectifiers, tf_graph
 from fr_shield.models.spec import ModelSpec
 
 SPEC = ModelSpec(
@@ -61,7 +60,7 @@ class Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        return F.relu(x) if self.relu else x
+        return rectifiers.relu(x) if self.relu else x
 
 
 class Residual(nn.Module):
@@ -79,7 +78,7 @@ class Residual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mixed = torch.cat([branch(x) for branch in self.branches], dim=1)
         x = x + self.scale * self.up(mixed)
-        return F.relu(x) if self.relu else x
+        return rectifiers.relu(x) if self.relu else x
 
     def residual_branch_ends(self) -> list[nn.Module]:
         """The module whose output is the residual branch, added (scaled) to the shortcut."""

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 from fr_shield.core.errors import FrShieldError
+from fr_shield.models import rectifiers
 
 
 class OnnxConversionError(FrShieldError):
@@ -167,12 +168,12 @@ def _batch_norm(inputs, attrs):
 def _prelu(inputs, attrs):
     x, slope = inputs
     # The slope broadcasts onto x (e.g. [C,1,1] onto [N,C,H,W]); F.prelu wants a 1-D slope.
-    return torch.where(x >= 0, x, x * slope)
+    return rectifiers.prelu(x, slope)
 
 
 @_op("Relu")
 def _relu(inputs, attrs):
-    return F.relu(inputs[0])
+    return rectifiers.relu(inputs[0])
 
 
 @_op("Abs")
@@ -182,7 +183,7 @@ def _abs(inputs, attrs):
 
 @_op("LeakyRelu")
 def _leaky_relu(inputs, attrs):
-    return F.leaky_relu(inputs[0], attrs.get("alpha", 0.01))
+    return rectifiers.leaky_relu(inputs[0], attrs.get("alpha", 0.01))
 
 
 @_op("Sigmoid")
