@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
-from PIL import Image
 
 from fr_shield.core.align import align_faces
 from fr_shield.core.detect import FaceDetector, central_face
+from fr_shield.core.imageio import load_rgb
 from fr_shield.core.paths import data_root
 from fr_shield.models import create, rectifiers
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", default="0.5,0.8")
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args(argv)
-    image = np.asarray(Image.open(data_root() / args.photo).convert("RGB"), np.float32) / 255
+    image = load_rgb(data_root() / args.photo)
     face = central_face(FaceDetector()(image), image.shape)
     photo = torch.from_numpy(image).permute(2, 0, 1)
     print("| model | rectifiers | true gradient | " + " | ".join(f"linear from {s}" for s in args.starts.split(",")) + " |")

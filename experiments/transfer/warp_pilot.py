@@ -32,6 +32,7 @@ from PIL import Image
 
 from fr_shield.core.align import FACE_CROP, align_faces
 from fr_shield.core.detect import FaceDetector, central_face
+from fr_shield.core.imageio import load_rgb, to_uint8
 from fr_shield.core.paths import data_root
 from fr_shield.core.quality import delta_e, ssim
 from fr_shield.core.regions import soft_mask
@@ -48,23 +49,19 @@ SETTINGS = {
 }
 
 
-def load(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"), np.float32) / 255
-
-
 class Pilot:
     def __init__(self, people: list[Path], surrogates: list[str], held_out: list[str], grid: int, steps: int):
         detector = FaceDetector()
         photos, landmarks, references = [], [], []
         for person in people:
             files = sorted(person.glob("*.jpg"))
-            image = load(files[0])
+            image = load_rgb(files[0])
             face = central_face(detector(image), image.shape)
             if face is None:
                 continue
             refs = []
             for path in files[1:4]:
-                other = load(path)
+                other = load_rgb(path)
                 found = central_face(detector(other), other.shape)
                 if found is not None:
                     refs.append((torch.from_numpy(other).permute(2, 0, 1), found.landmarks))
@@ -169,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]), flush=True)
         for i in range(min(2, len(protected))):  # original | protected, for looking at
             pair = torch.cat([pilot.clean[i], protected[i]], 2).permute(1, 2, 0).numpy()
-            Image.fromarray(np.round(pair * 255).astype(np.uint8)).save(args.out / f"{name}_{i}.png")
+            Image.fromarray(to_uint8(pair)).save(args.out / f"{name}_{i}.png")
     (args.out / "pilot.json").write_text(json.dumps(rows, indent=1))
     return 0
 

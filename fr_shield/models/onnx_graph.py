@@ -167,7 +167,6 @@ def _batch_norm(inputs, attrs):
 @_op("PRelu")
 def _prelu(inputs, attrs):
     x, slope = inputs
-    # The slope broadcasts onto x (e.g. [C,1,1] onto [N,C,H,W]); F.prelu wants a 1-D slope.
     return rectifiers.prelu(x, slope)
 
 

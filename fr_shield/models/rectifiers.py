@@ -40,20 +40,8 @@ _ACTIVE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("linear_b
 
 
 @contextmanager
-def linear_backward(start: float, total: int) -> Iterator[None]:
-    """Forward passes inside run linear backward from rectifier ``start * total`` of ``total`` on."""
-    if not 0.0 <= start <= 1.0:
-        raise ValueError(f"linear backward starts at a fraction of the rectifiers in [0, 1], got {start}")
-    token = _ACTIVE.set(_Pass(start * total))
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
-
-
-@contextmanager
-def _counting() -> Iterator[_Pass]:
-    state = _Pass(float("inf"))
+def _running(state: _Pass) -> Iterator[_Pass]:
+    """The rectifiers called inside count themselves in ``state``."""
     token = _ACTIVE.set(state)
     try:
         yield state
@@ -61,10 +49,17 @@ def _counting() -> Iterator[_Pass]:
         _ACTIVE.reset(token)
 
 
+def linear_backward(start: float, total: int):
+    """A context: forward passes inside run linear backward from rectifier ``start * total`` of ``total`` on."""
+    if not 0.0 <= start <= 1.0:
+        raise ValueError(f"linear backward starts at a fraction of the rectifiers in [0, 1], got {start}")
+    return _running(_Pass(start * total))
+
+
 @torch.no_grad()
 def count_rectifiers(model: torch.nn.Module, example: torch.Tensor) -> int:
     """How many of this module's rectifiers one forward pass of ``model`` on ``example`` runs."""
-    with _counting() as state:
+    with _running(_Pass(float("inf"))) as state:
         model(example)
     return state.count
 
@@ -82,7 +77,8 @@ def relu(x: torch.Tensor) -> torch.Tensor:
 
 
 def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-    """PReLU with a slope that broadcasts onto ``x`` (e.g. [C, 1, 1] onto [N, C, H, W])."""
+    """PReLU with a slope that broadcasts onto ``x`` (e.g. [C, 1, 1] onto [N, C, H, W]; F.prelu
+    wants a 1-D slope)."""
     return _gated(x, torch.where(x >= 0, x, x * slope))
 
 
