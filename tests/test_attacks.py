@@ -46,6 +46,25 @@ def test_objective_matches_hand_computation(normaliser, power, branches):
     assert value.item() == pytest.approx(expected, rel=1e-4)
 
 
+def test_direction_normaliser_counts_the_angle_not_the_length():
+    """Brightening a grey photo only lengthens ChannelMean's embedding: no progress by direction;
+    a shift of one channel turns it, by 2 - 2 cos of the angle, whatever the embedding's length."""
+    clean = torch.full((1, 3, 160, 160), 0.5)
+    direction = ProtectionObjective([ChannelMean()], [Branch()], "direction", alpha=0.0)
+    targets = direction.targets(clean, [[FACE]])
+    brighter, _ = direction(clean + 0.04, clean, [[FACE]], targets)
+    assert brighter.item() == pytest.approx(0.0, abs=1e-6)
+    redder = clean.clone()
+    redder[:, 0] += 0.2
+    value, parts = direction(redder, clean, [[FACE]], targets)
+    cosine = (0.7 * 0.5 + 0.5 * 0.5 * 2) / (np.sqrt(0.7**2 + 2 * 0.25) * np.sqrt(3 * 0.25))
+    assert value.item() == pytest.approx(2 - 2 * cosine, rel=1e-4)
+    squared = ProtectionObjective([ChannelMean()], [Branch()], "norm_squared", alpha=0.0)
+    assert squared(clean + 0.04, clean, [[FACE]], squared.targets(clean, [[FACE]]))[0].item() > 1e-3
+    # the match margin is still measured on the raw embeddings, in the model's own terms
+    assert torch.isfinite(parts["margin"]).all()
+
+
 def test_objective_averages_faces_and_subtracts_penalty():
     clean = torch.full((1, 3, 160, 160), 0.5)
 

@@ -58,7 +58,8 @@ class AttackConfig:
     method: str = "lowkey"
     surrogates: list[str] = field(default_factory=lambda: ["sface", "dlib_resnet", "facenet_casia"])
     branches: list[BranchConfig] = field(default_factory=lambda: [BranchConfig()])
-    normaliser: str = "norm"  # norm: /|f| (LowKey's code); norm_squared: /|f|^2 (the study's "ours")
+    normaliser: str = "norm"  # norm: /|f| (LowKey's code); norm_squared: /|f|^2 (the study's "ours");
+    # direction: the distance of unit embeddings (their length does not count)
     optimiser: str = "signed"  # a step rule: signed | adam
     steps: int = 50
     step_size: float = 0.0025

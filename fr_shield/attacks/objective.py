@@ -6,6 +6,10 @@
 Branches T_b act on the full photo before alignment (LowKey's Gaussian branch: kernel 7,
 sigma 3); the clean targets f(A(x)) are computed once, unsmoothed, and serve every branch.
 p = 1 ("norm", LowKey's code) or p = 2 ("norm_squared", as the study's slide writes "ours").
+"direction" compares unit embeddings, |f/|f| - f0/|f0||^2 = 2 - 2 cos: the same as
+"norm_squared" for a network whose embeddings have one length, but for the raw embeddings our
+surrogates give, the length they gain or lose, which no matcher here looks at (each compares by
+cosine or by the distance of unit vectors), no longer counts as progress.
 LPIPS is the mean of ST-LPIPS on the face crops and on the full photo (``face_penalty_only``: on
 the face crops alone, a fifth of the pixels of an LFW-size region).
 
@@ -38,7 +42,7 @@ from fr_shield.models.onnx_graph import OnnxConv
 from fr_shield.models.rectifiers import count_rectifiers, linear_backward
 from fr_shield.models.spec import ModelSpec, pair_similarity
 
-NORMALISER_POWER = {"norm": 1, "norm_squared": 2}
+NORMALISER_POWER = {"norm": 1, "norm_squared": 2, "direction": 0}  # "direction": of unit embeddings
 # Feature dropout should attack a nearby network, not a different one: a dropped surrogate still
 # embeds the clean face at least this close to its clean embedding (cosine), or its rate is lowered.
 DROPOUT_MIN_SIMILARITY = 0.6
@@ -352,11 +356,15 @@ class ProtectionObjective(nn.Module):
             rate = 0.0 if targets.dropout_rates is None else targets.dropout_rates[number]
             embedding, layer_map = self.surrogate(model, crops, layer, rate)
             embedding = embedding.reshape(n_branches, *target.shape)
-            shift = (embedding - target).pow(2).sum(dim=2).sum(dim=0)
-            if targets.anchors is not None:  # away from the clean face and toward the anchor face
-                anchor = targets.anchors[number]
-                shift = shift - self.anchor_weight * (embedding - anchor).pow(2).sum(dim=2).sum(dim=0)
-            per_face = shift / target.norm(dim=1).pow(self.power)
+            moved, start = embedding, target
+            toward = None if targets.anchors is None else targets.anchors[number]
+            if self.normaliser == "direction":  # the raw embeddings still give the match margin below
+                moved, start = F.normalize(embedding, dim=-1), F.normalize(target, dim=-1)
+                toward = None if toward is None else F.normalize(toward, dim=-1)
+            shift = (moved - start).pow(2).sum(dim=2).sum(dim=0)
+            if toward is not None:  # away from the clean face and toward the anchor face
+                shift = shift - self.anchor_weight * (moved - toward).pow(2).sum(dim=2).sum(dim=0)
+            per_face = shift / start.norm(dim=1).pow(self.power)
             if layer_map is not None:  # the mid-level map's shift, relative to the clean map's size
                 clean_map = targets.layers[number].flatten(1)
                 moved = (layer_map.reshape(n_branches, *clean_map.shape) - clean_map).pow(2).sum(dim=2).sum(dim=0)

@@ -24,6 +24,8 @@ def reference_protect(objective: ProtectionObjective, settings: OptimiserSetting
     """Protect one photo [1, 3, H, W] (``steps`` overrides the settings' count, for timing)."""
     if settings.optimiser != "signed" or settings.linf is not None:
         raise ValueError("the reference loop is LowKey's: signed steps, no L-infinity bound")
+    if objective.normaliser == "direction":
+        raise ValueError("the reference loop is LowKey's: normaliser norm or norm_squared")
     clean = photo.detach()
     if not faces:
         return clean.clone()
