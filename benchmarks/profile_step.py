@@ -92,9 +92,11 @@ def profile(preset_name: str, photo: Path, repeats: int) -> tuple[list[tuple[str
     views = torch.cat([view.detach() for view in objective.views(point.detach())]).requires_grad_(True)
     for model in objective.surrogates:
         add(f"align {model.spec.name} ({n_views} views)", lambda m=model: crops_of(views, work_faces * n_views, m.spec))
-    for model in objective.surrogates:
+    rates = targets.dropout_rates or [0.0] * len(objective.surrogates)
+    for model, rate in zip(objective.surrogates, rates):
         crops = crops_of(views.detach(), work_faces * n_views, model.spec).requires_grad_(True)
-        add(f"surrogate {model.spec.name} ({n_views} views)", lambda m=model, c=crops: objective.surrogate(m, c)[0])
+        add(f"surrogate {model.spec.name} ({n_views} views)",
+            lambda m=model, c=crops, r=rate: objective.surrogate(m, c, dropout=r)[0])
     if objective.perceptual is not None and objective.alpha > 0:
         add("ST-LPIPS penalty (face crop" + ("" if objective.face_penalty_only else " + region") + ")",
             lambda: objective.perceptual_term(point, clean, work_faces, targets))

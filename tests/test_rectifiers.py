@@ -31,6 +31,21 @@ def _gradient(function, x):
     return gradient
 
 
+@pytest.mark.parametrize("shape", [(3, 1, 1), (1, 3, 1, 1), (1,), (), (1, 1, 5), (3, 5, 1)])
+def test_prelu_matches_the_elementwise_form_for_every_slope_broadcast(shape):
+    """Per-channel and single slopes take F.prelu, other broadcasts the elementwise form: same values
+    and gradient either way, on a channels-last batch too."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 5, generator=generator).contiguous(memory_format=torch.channels_last)
+    slope = torch.rand(shape, generator=generator) * 0.5
+
+    def elementwise(t):
+        return torch.where(t >= 0, t, t * slope)
+
+    assert torch.equal(rectifiers.prelu(x, slope), elementwise(x))
+    assert torch.allclose(_gradient(lambda t: rectifiers.prelu(t, slope) * t, x), _gradient(lambda t: elementwise(t) * t, x))
+
+
 def test_rectifiers_are_the_plain_functions_outside_linear_backward():
     x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
     slope = torch.full((3, 1, 1), 0.25)
