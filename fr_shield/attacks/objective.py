@@ -356,15 +356,15 @@ class ProtectionObjective(nn.Module):
             rate = 0.0 if targets.dropout_rates is None else targets.dropout_rates[number]
             embedding, layer_map = self.surrogate(model, crops, layer, rate)
             embedding = embedding.reshape(n_branches, *target.shape)
-            moved, start = embedding, target
+            attacked, reference = embedding, target
             toward = None if targets.anchors is None else targets.anchors[number]
             if self.normaliser == "direction":  # the raw embeddings still give the match margin below
-                moved, start = F.normalize(embedding, dim=-1), F.normalize(target, dim=-1)
+                attacked, reference = F.normalize(embedding, dim=-1), F.normalize(target, dim=-1)
                 toward = None if toward is None else F.normalize(toward, dim=-1)
-            shift = (moved - start).pow(2).sum(dim=2).sum(dim=0)
+            shift = (attacked - reference).pow(2).sum(dim=2).sum(dim=0)
             if toward is not None:  # away from the clean face and toward the anchor face
-                shift = shift - self.anchor_weight * (moved - toward).pow(2).sum(dim=2).sum(dim=0)
-            per_face = shift / start.norm(dim=1).pow(self.power)
+                shift = shift - self.anchor_weight * (attacked - toward).pow(2).sum(dim=2).sum(dim=0)
+            per_face = shift / reference.norm(dim=1).pow(self.power)
             if layer_map is not None:  # the mid-level map's shift, relative to the clean map's size
                 clean_map = targets.layers[number].flatten(1)
                 moved = (layer_map.reshape(n_branches, *clean_map.shape) - clean_map).pow(2).sum(dim=2).sum(dim=0)
