@@ -65,6 +65,19 @@ def test_direction_normaliser_counts_the_angle_not_the_length():
     assert torch.isfinite(parts["margin"]).all()
 
 
+def test_ours_direction_entry_protects_otherwise_than_ours():
+    from fr_shield.attacks.config import compose_attack
+    from fr_shield.attacks.registry import build_attack
+
+    common = ["attack.steps=4", "attack.alpha=0", "attack.step_size=0.01"]
+    config = compose_attack("ours_direction", common)
+    assert config.normaliser == "direction"
+    image = photo()
+    direction = build_attack(config, surrogates=[TinyFR(0)])(image, [[FACE]]).protected
+    plain = build_attack(compose_attack("ours", common), surrogates=[TinyFR(0)])(image, [[FACE]]).protected
+    assert not torch.equal(direction, image) and not torch.equal(direction, plain)
+
+
 def test_objective_averages_faces_and_subtracts_penalty():
     clean = torch.full((1, 3, 160, 160), 0.5)
 
