@@ -28,7 +28,7 @@ def test_the_installed_entry_point_dispatches():
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--attack", "nosuch"], "unknown attack 'nosuch'; choose one of: lowkey, ours, ours_anchor, ours_box, ours_dropout, ours_eot"),
+    (["--attack", "nosuch"], "unknown attack 'nosuch'; choose one of: lowkey, ours, ours_anchor, ours_box, ours_direction, ours_dropout"),
     (["--preset", "extreme"], "unknown preset 'extreme'; choose one of: high, low, mid"),
     (["--surrogates", "sface,nosuch"], "unknown face-recognition model 'nosuch'; choose one of: dlib_resnet"),
     (["--surrogates", "onnx:/no/such/model.onnx"], "model file /no/such/model.onnx"),
