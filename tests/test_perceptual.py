@@ -15,7 +15,7 @@ import torch
 from fr_shield.core.errors import WeightError
 from fr_shield.core.imageio import load_rgb
 from fr_shield.core.perceptual import STLPIPS, stlpips
-from fr_shield.core.quality import linf, psnr, ssim
+from fr_shield.core.quality import linf, psnr, ssim, ssim_worst
 
 BACKBONES = ["alex", "vgg"]
 NOISE_LEVELS = [0.0, 2 / 255, 8 / 255, 16 / 255]
@@ -140,6 +140,23 @@ def test_ssim_and_psnr_fall_with_noise(photos):
     assert s.shape == p.shape == (3,)
     assert torch.all(s[1:] < s[:-1]) and torch.all(s < 1) and torch.all(s > 0)
     assert torch.all(p[1:] < p[:-1])
+
+
+def test_worst_window_ssim_sees_a_line_the_mean_dilutes():
+    """A thin line drawn on a flat face-sized patch barely moves the mean SSIM; the worst 5 % of
+    windows fall with it. Identical images score 1; the gradient reaches the line's pixels."""
+    x = torch.full((1, 3, 112, 112), 0.6) + 0.01 * torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(5))
+    y = x.clone()
+    y[:, :, 40:42, 20:90] -= 12 / 255
+    assert torch.equal(ssim_worst(x, x), torch.ones(1))
+    assert ssim(x, y)[0] > 0.95 and ssim_worst(x, y)[0] < 0.8
+    assert ssim_worst(x, y, fraction=1.0)[0] == pytest.approx(float(ssim(x, y)[0]), abs=1e-6)
+    z = y.clone().requires_grad_(True)
+    ssim_worst(x, z).sum().backward()
+    on_line, far = z.grad[0, :, 35:47, 20:90].abs().sum(), z.grad[0, :, 80:, :].abs().sum()
+    assert on_line > 0 and far == 0
+    with pytest.raises(ValueError, match="fraction"):
+        ssim_worst(x, y, fraction=0.0)
 
 
 def test_quality_rejects_mismatched_or_tiny_inputs():

@@ -452,3 +452,22 @@ def test_budget_bounds_the_colour_difference_too():
     tight = enforce_budget(clean, delta, points, Budget(ssim_min=0.9, delta_e_max=2.3), metric, lambda x: x)
     colour = FaceQuality(clean, points, metric).delta_e(clean + tight.scale * delta)
     assert tight.met and 0 < tight.scale < 1 and colour[0] <= 2.3
+
+
+def test_budget_bounds_the_worst_windows_too():
+    """A line across flat skin passes a mean-SSIM floor whole; the worst-window floor scales it down."""
+    import torch
+
+    from fr_shield.core.align import ARCFACE_112
+    from fr_shield.core.quality import FaceQuality
+
+    clean = torch.full((1, 3, 160, 160), 0.6) + 0.01 * torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(2))
+    delta = torch.zeros_like(clean)
+    delta[:, :, 70:72, 40:120] = -12 / 255
+    points = [(ARCFACE_112 + 20).astype(np.float32)]
+    metric = TinyPerceptual()
+    loose = enforce_budget(clean, delta, points, Budget(ssim_min=0.9), metric, lambda x: x)
+    assert loose.scale == 1.0
+    tight = enforce_budget(clean, delta, points, Budget(ssim_min=0.9, ssim_worst_min=0.9), metric, lambda x: x)
+    worst = FaceQuality(clean, points, metric).ssim_worst(clean + tight.scale * delta)
+    assert tight.met and 0 < tight.scale < 1 and worst[0] >= 0.9

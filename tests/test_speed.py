@@ -50,6 +50,9 @@ def test_budget_excess_shares_the_steps_crops_and_lpips():
     assert torch.allclose(parts["excess"], alone, rtol=1e-5) and (alone > 0).all()
     assert parts["excess"].requires_grad
     assert "excess" not in objective(adversarial, clean, faces, targets)[1]
+    worst_only = objective.budget_excess(adversarial, clean, faces, InLoopBudget(ssim_worst_min=0.99))
+    assert (worst_only > 0).all() and worst_only.requires_grad
+    assert (objective.budget_excess(adversarial, clean, faces, InLoopBudget(ssim_worst_min=-1.0)) == 0).all()
 
 
 def test_face_penalty_only_drops_the_photo_term():

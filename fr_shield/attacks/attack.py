@@ -28,7 +28,7 @@ import kornia
 import torch
 from torch import nn
 
-from fr_shield.attacks.config import AttackConfig
+from fr_shield.attacks.config import BUDGET_KEYS, AttackConfig
 from fr_shield.attacks.objective import Faces, InLoopBudget, ProtectionObjective
 from fr_shield.attacks.steps import create_step_rule
 
@@ -96,7 +96,7 @@ class ProtectionAttack:
                     perceptual: nn.Module | None) -> ProtectionAttack:
         budget = None  # with no budget set there is nothing to steer toward (a sweep's unbounded point)
         if config.budget_in_loop and config.has_budget:
-            budget = InLoopBudget(config.ssim_min, config.lpips_max, config.delta_e_max)
+            budget = InLoopBudget(**{key: getattr(config, key) for key in BUDGET_KEYS})
         settings = OptimiserSettings(config.optimiser, config.steps, config.step_size, config.init_noise,
                                      config.linf, config.seed, config.stop_margin, config.momentum, budget,
                                      luma=config.colour == "luma", shading_sigma=config.shading_sigma)

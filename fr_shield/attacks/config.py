@@ -102,6 +102,9 @@ class AttackConfig:
     ssim_min: float | None = None
     lpips_max: float | None = None
     delta_e_max: float | None = None  # mean CIE76 colour difference on each face crop (2.3: just noticeable)
+    # SSIM of each face crop over its worst 5 % of windows (fr_shield.core.quality.ssim_worst): the
+    # mean SSIM lets a few drawn lines or dark patches on flat skin through; the worst windows do not.
+    ssim_worst_min: float | None = None
     # Also steer toward the budget during the optimisation (an adaptive per-image penalty on each
     # face's excess) instead of only scaling the finished perturbation down afterwards.
     budget_in_loop: bool = False
@@ -152,6 +155,8 @@ class AttackConfig:
         if self.linear_backward is not None and not 0.0 <= self.linear_backward <= 1.0:
             raise ConfigError(f"linear_backward is the fraction of each surrogate's rectifiers after which the "
                               f"gradient passes them unchanged, in [0, 1], got {self.linear_backward}")
+        if self.ssim_worst_min is not None and not -1.0 <= self.ssim_worst_min < 1.0:
+            raise ConfigError(f"ssim_worst_min is an SSIM value in [-1, 1), got {self.ssim_worst_min}")
         if self.jnd_scale is not None:
             if self.mask is None or self.jnd_scale <= 0:
                 raise ConfigError(f"jnd_scale is a positive multiple of the just-noticeable difference (needs mask: "
@@ -169,7 +174,7 @@ class AttackConfig:
 # per-photo objective and step do not depend on the other photos of a batch.
 NOT_IN_CACHE_KEY = ("name", "batch_size")
 # Applied after the attack: photos that differ only in these share one attack's output.
-BUDGET_KEYS = ("ssim_min", "lpips_max", "delta_e_max")
+BUDGET_KEYS = ("ssim_min", "lpips_max", "delta_e_max", "ssim_worst_min")
 MASKS = ("face",)
 COLOURS = ("luma",)
 

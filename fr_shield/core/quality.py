@@ -16,6 +16,11 @@ given; to score what a user will actually save, quantise both images to 8 bits f
   scikit-image's ``structural_similarity(..., gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=1, channel_axis=...)`` and MATLAB's ``ssim`` recipe.
   1 for identical images; needs ``H, W >= 11``.
+* :func:`ssim_worst`: the same SSIM map pooled over its worst ``WORST_FRACTION`` (5 %) of
+  pixels instead of all of them. The mean lets a perturbation draw a few lines or patches on
+  flat skin, plainly seen, while the rest of the face keeps it high; percentile pooling
+  (Moorthy and Bovik, "Visual importance pooling for image quality assessment", IEEE JSTSP 2009)
+  follows where the eye looks, at the worst of the picture. 1 for identical images.
 * :func:`psnr`: peak signal-to-noise ratio in dB for a peak of 1, ``10 log10(1 / MSE)`` with the
   MSE taken over each image's channels and pixels; ``inf`` for identical images.
 * :func:`linf`: the largest absolute per-pixel, per-channel change, on the [0, 1] scale
@@ -45,9 +50,10 @@ import torch
 
 from fr_shield.core.align import FACE_CROP, align_faces
 
-__all__ = ["ssim", "psnr", "linf", "delta_e", "FaceQuality", "photo_quality", "SSIM_WINDOW"]
+__all__ = ["ssim", "ssim_worst", "psnr", "linf", "delta_e", "FaceQuality", "photo_quality", "SSIM_WINDOW"]
 
 SSIM_WINDOW = 11
+WORST_FRACTION = 0.05  # ssim_worst pools the lowest 5 % of the SSIM map
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
@@ -59,15 +65,30 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected float images in [0, 1], got {x.dtype} and {y.dtype}")
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = SSIM_WINDOW) -> torch.Tensor:
-    """Mean SSIM per image, ``[B]``; Gaussian window (sigma 1.5), valid region, data range 1."""
-    _check_pair(x, y, "ssim")
+def _ssim_map(x: torch.Tensor, y: torch.Tensor, window_size: int, name: str) -> torch.Tensor:
+    """The SSIM index per pixel of the valid region, averaged over channels, flattened: [B, N]."""
+    _check_pair(x, y, name)
     if min(x.shape[-2:]) < window_size:
-        raise ValueError(f"ssim: images must be at least {window_size} px on each side, got {tuple(x.shape[-2:])}")
+        raise ValueError(f"{name}: images must be at least {window_size} px on each side, got {tuple(x.shape[-2:])}")
     # eps=0: the constants c1, c2 already keep the denominator positive, and kornia's default eps
     # would nudge identical flat images below 1.
-    index_map = kornia.metrics.ssim(x, y, window_size, max_val=1.0, eps=0.0, padding="valid")
-    return index_map.flatten(1).mean(dim=1)
+    return kornia.metrics.ssim(x, y, window_size, max_val=1.0, eps=0.0, padding="valid").mean(dim=1).flatten(1)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = SSIM_WINDOW) -> torch.Tensor:
+    """Mean SSIM per image, ``[B]``; Gaussian window (sigma 1.5), valid region, data range 1."""
+    return _ssim_map(x, y, window_size, "ssim").mean(dim=1)
+
+
+def ssim_worst(x: torch.Tensor, y: torch.Tensor, fraction: float = WORST_FRACTION,
+               window_size: int = SSIM_WINDOW) -> torch.Tensor:
+    """Mean of the lowest ``fraction`` of each image's SSIM map, ``[B]`` (differentiable: the
+    gradient reaches the pixels of the worst windows)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"ssim_worst: fraction must be in (0, 1], got {fraction}")
+    index_map = _ssim_map(x, y, window_size, "ssim_worst")
+    count = max(1, round(fraction * index_map.shape[1]))
+    return torch.topk(index_map, count, dim=1, largest=False).values.mean(dim=1)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -99,9 +120,9 @@ class FaceQuality:
     """Quality of each face of candidate images against one fixed clean image, on the ArcFace crop.
 
     ``clean`` is one image [1, 3, H, W] (a photo or a region of it); ``landmarks`` its faces in its
-    pixels. Calling it gives (ST-LPIPS, SSIM) per face, the two numbers a per-face budget bounds
-    (the clean crops' ST-LPIPS features are computed once, for bisection); ``scores`` gives every
-    metric per face.
+    pixels. Calling it gives (ST-LPIPS, SSIM) per face, the two numbers every per-face budget
+    bounds (the clean crops' ST-LPIPS features are computed once, for bisection); ``delta_e`` and
+    ``ssim_worst`` the optional limits; ``scores`` gives every metric per face.
     """
 
     def __init__(self, clean: torch.Tensor, landmarks: Sequence[np.ndarray], metric: torch.nn.Module):
@@ -131,13 +152,19 @@ class FaceQuality:
         return delta_e(self.clean_crops, self.crops(candidate))[0].cpu().tolist()
 
     @torch.no_grad()
+    def ssim_worst(self, candidate: torch.Tensor) -> list[float]:
+        """SSIM of each face crop pooled over its worst 5 % of windows (:func:`ssim_worst`)."""
+        return ssim_worst(self.clean_crops, self.crops(candidate)).cpu().tolist()
+
+    @torch.no_grad()
     def scores(self, candidate: torch.Tensor) -> dict[str, list[float]]:
-        """Per face: lpips, ssim, psnr, delta_e (mean) and delta_e_p95."""
+        """Per face: lpips, ssim, ssim_worst, psnr, delta_e (mean) and delta_e_p95."""
         if not self.landmarks:
-            return {key: [] for key in ("lpips", "ssim", "psnr", "delta_e", "delta_e_p95")}
+            return {key: [] for key in ("lpips", "ssim", "ssim_worst", "psnr", "delta_e", "delta_e_p95")}
         crops = self.crops(candidate)
         mean_e, high_e = delta_e(self.clean_crops, crops)
         return {"lpips": self._lpips(crops).cpu().tolist(), "ssim": ssim(self.clean_crops, crops).cpu().tolist(),
+                "ssim_worst": ssim_worst(self.clean_crops, crops).cpu().tolist(),
                 "psnr": psnr(self.clean_crops, crops).cpu().tolist(), "delta_e": mean_e.cpu().tolist(),
                 "delta_e_p95": high_e.cpu().tolist()}
 

@@ -43,6 +43,7 @@ class BudgetPointConfig:
     ssim_min: float | None = None
     lpips_max: float | None = None
     delta_e_max: float | None = None  # mean CIE76 colour difference on each face crop
+    ssim_worst_min: float | None = None  # SSIM of each face crop's worst 5 % of windows
 
 
 @dataclass

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fr_shield.attacks.config import as_dict
+from fr_shield.attacks.config import BUDGET_KEYS, as_dict
 from fr_shield.core.imageio import load_rgb
 from fr_shield.models.registry import ONNX_PREFIX
 from fr_shield.study.benchmark import evaluate_variants
@@ -41,22 +41,25 @@ from fr_shield.study.tracking import cell_metrics, job_run, tracking_uri
 log = logging.getLogger(__name__)
 
 TARGET_SSIM, TARGET_TOP1 = 0.95, 0.05  # issue 7's target (with ST-LPIPS <= 0.05)
-QUALITY_COLUMNS = ["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "psnr_face", "ssim_photo",
+QUALITY_COLUMNS = ["ssim_face", "ssim_worst_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "psnr_face", "ssim_photo",
                    "psnr_photo", "linf", "budget_scale", "seconds"]
 
 
-def budget_label(ssim_min: float | None, lpips_max: float | None, delta_e_max: float | None = None) -> str:
+BUDGET_LABELS = {"ssim_min": "ssim", "lpips_max": "lpips", "delta_e_max": "de", "ssim_worst_min": "worst"}
+
+
+def budget_label(ssim_min: float | None = None, lpips_max: float | None = None, delta_e_max: float | None = None,
+                 ssim_worst_min: float | None = None) -> str:
     """``None, None`` -> ``unbounded``; ``0.95, 0.05`` -> ``ssim0.95_lpips0.05``; with a colour
-    limit of 2.3 -> ``ssim0.95_lpips0.05_de2.3``."""
-    parts = ([f"ssim{ssim_min:g}"] if ssim_min is not None else []) + \
-            ([f"lpips{lpips_max:g}"] if lpips_max is not None else []) + \
-            ([f"de{delta_e_max:g}"] if delta_e_max is not None else [])
-    return "_".join(parts) or "unbounded"
+    limit of 2.3 -> ``ssim0.95_lpips0.05_de2.3``; a worst-window SSIM floor adds ``_worst0.88``."""
+    limits = {"ssim_min": ssim_min, "lpips_max": lpips_max, "delta_e_max": delta_e_max,
+              "ssim_worst_min": ssim_worst_min}
+    return "_".join(f"{BUDGET_LABELS[key]}{value:g}" for key, value in limits.items() if value is not None) \
+        or "unbounded"
 
 
 def _budgets(config) -> list[dict]:
-    return [{key: b.get(key) for key in ("ssim_min", "lpips_max", "delta_e_max")}
-            for b in as_dict(config.tradeoff)["budgets"]]
+    return [{key: b.get(key) for key in BUDGET_KEYS} for b in as_dict(config.tradeoff)["budgets"]]
 
 
 def protect_budgets(config, located, cache: Path, device: torch.device) -> tuple[dict[str, dict[Path, Path]], pd.DataFrame]:
@@ -260,8 +263,8 @@ def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool =
 
 
 HELDOUT_KEY = ["data", "heldout_model", "attack", "surrogates", "budget", "cell"]
-HELDOUT_COLUMNS = HELDOUT_KEY + ["top1", "top5", "n_probes", "ssim_face", "lpips_face", "delta_e_face",
-                                 "delta_e_p95_face", "seconds_per_photo"]
+HELDOUT_QUALITY = ["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "ssim_worst_face"]
+HELDOUT_COLUMNS = HELDOUT_KEY + ["top1", "top5", "n_probes", *HELDOUT_QUALITY, "seconds_per_photo"]
 
 
 def model_label(name: str) -> str:
@@ -284,19 +287,19 @@ def heldout_table(folders: list[Path]) -> pd.DataFrame:
         for path in sorted(Path(folder).rglob("tradeoff.csv")):
             table = pd.read_csv(path)
             quality = pd.read_csv(path.parent / "quality.csv")
-            means = quality.groupby("budget")[["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face",
-                                               "seconds"]].mean().reset_index()
+            measured = [c for c in [*HELDOUT_QUALITY, "seconds"] if c in quality]  # older jobs lack ssim_worst
+            means = quality.groupby("budget")[measured].mean().reset_index()
             surrogates = set(str(table["surrogates"].iloc[0]).split("+"))
             rows = table[(table["subset"] == "protected") & ~table["model"].isin(surrogates)]
             rows = rows.drop(columns=[c for c in rows.columns if c.startswith("mean_")]).merge(means, on="budget", how="left")
             clean = rows["budget"] == "clean"
-            rows.loc[clean, ["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "seconds"]] = [1.0, 0, 0, 0, 0]
+            rows.loc[clean, [*HELDOUT_QUALITY, "seconds"]] = [1.0, 0, 0, 0, 1.0, 0]
             rows.loc[clean, "surrogates"] = ""
             parts.append(rows.assign(heldout_model=rows["model"].map(model_label)).rename(columns={"seconds": "seconds_per_photo"}))
     if not parts:
         raise SystemExit("no tradeoff.csv found below " + ", ".join(map(str, folders)))
-    table = pd.concat(parts, ignore_index=True)
-    return table[HELDOUT_COLUMNS].drop_duplicates(HELDOUT_KEY, keep="last")
+    table = pd.concat(parts, ignore_index=True).reindex(columns=HELDOUT_COLUMNS)
+    return table.drop_duplicates(HELDOUT_KEY, keep="last")
 
 
 def heldout_markdown(table: pd.DataFrame) -> str:
@@ -306,13 +309,15 @@ def heldout_markdown(table: pd.DataFrame) -> str:
     table = table.fillna({"surrogates": ""})  # the clean rows have no ensemble
     cells = [c for c in CELL_ORDER if c in set(table["cell"])]
     keys = ["data", "attack", "surrogates", "budget"]
-    lines = ["| data | setting | surrogates | budget | SSIM face | ST-LPIPS face | ΔE face (p95) | s / photo | held out | "
+    lines = ["| data | setting | surrogates | budget | SSIM face (worst 5 %) | ST-LPIPS face | ΔE face (p95) | s / photo | held out | "
              + " | ".join(cells) + " |", "|---" * (9 + len(cells)) + "|"]
     for key, group in table.groupby(keys, sort=False):
         first = group.iloc[0]
         top1 = group.groupby("cell")["top1"].mean()
         models = ", ".join(sorted(set(group["heldout_model"])))
-        quality = (f"{first.ssim_face:.3f} | {first.lpips_face:.3f} | {first.delta_e_face:.2f} ({first.delta_e_p95_face:.1f}) | "
+        worst = getattr(first, "ssim_worst_face", float("nan"))
+        worst = "" if pd.isna(worst) else f" ({worst:.2f})"
+        quality = (f"{first.ssim_face:.3f}{worst} | {first.lpips_face:.3f} | {first.delta_e_face:.2f} ({first.delta_e_p95_face:.1f}) | "
                    f"{first.seconds_per_photo:.0f}")
         lines.append(f"| {key[0]} | {key[1]} | {ensemble_label(key[2])} | {key[3]} | {quality} | {models} | "
                      + " | ".join(f"{100 * top1[c]:.0f}" if c in top1 else "" for c in cells) + " |")
