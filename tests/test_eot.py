@@ -480,6 +480,7 @@ def test_heldout_csv_keeps_only_models_outside_the_ensemble(tmp_path):
 
     assert budget_label(0.95, 0.05, 2.3) == "ssim0.95_lpips0.05_de2.3"
     assert budget_label(0.95, 0.05, 2.3, 0.88) == "ssim0.95_lpips0.05_de2.3_worst0.88"
+    assert budget_label(0.95, 0.05, 2.3, visibility_max=1.2) == "ssim0.95_lpips0.05_de2.3_vis1.2"
     assert budget_label() == "unbounded"
     rows = []
     for variant, role_of in [("clean", {}), ("ssim0.95_lpips0.05_de2.3", {"sface": "black-box", "dlib_resnet": "white-box",
@@ -507,12 +508,13 @@ def test_heldout_csv_keeps_only_models_outside_the_ensemble(tmp_path):
     # an ONNX surrogate is labelled by its file name, as held-out models are
     assert "| lfw | ours_transfer | dlib_resnet+mfn_b | ssim0.95_lpips0.05_de2.3 | 0.951 |" in heldout_markdown(written)
     # a job that measured the worst windows too: its mean joins the row and the table's SSIM cell
-    pd.DataFrame([{"budget": "ssim0.95_lpips0.05_de2.3", "ssim_face": 0.951, "ssim_worst_face": 0.87, "lpips_face": 0.02,
+    pd.DataFrame([{"budget": "ssim0.95_lpips0.05_de2.3", "ssim_face": 0.951, "ssim_worst_face": 0.87,
+                   "visibility_face": 1.5, "lpips_face": 0.02,
                    "delta_e_face": 2.2, "delta_e_p95_face": 5.0, "seconds": 40.0}]).to_csv(job / "quality.csv", index=False)
     rewritten = write_heldout([tmp_path / "runs"], out)
     assert (rewritten.loc[rewritten["attack"] == "ours_transfer", "ssim_worst_face"] == 0.87).all()
     assert (rewritten.loc[rewritten["attack"] == "none", "ssim_worst_face"] == 1.0).all()
-    assert "| ssim0.95_lpips0.05_de2.3 | 0.951 (0.87) |" in heldout_markdown(rewritten)
+    assert "| ssim0.95_lpips0.05_de2.3 | 0.951 (0.87) | 1.50 |" in heldout_markdown(rewritten)
 
 
 @pytest.mark.real

@@ -15,7 +15,7 @@ import torch
 from fr_shield.core.errors import WeightError
 from fr_shield.core.imageio import load_rgb
 from fr_shield.core.perceptual import STLPIPS, stlpips
-from fr_shield.core.quality import linf, psnr, ssim, ssim_worst
+from fr_shield.core.quality import linf, psnr, ssim, ssim_worst, visibility
 
 BACKBONES = ["alex", "vgg"]
 NOISE_LEVELS = [0.0, 2 / 255, 8 / 255, 16 / 255]
@@ -157,6 +157,28 @@ def test_worst_window_ssim_sees_a_line_the_mean_dilutes():
     assert on_line > 0 and far == 0
     with pytest.raises(ValueError, match="fraction"):
         ssim_worst(x, y, fraction=0.0)
+
+
+def test_visibility_sees_a_line_more_than_grain_of_the_same_energy_and_less_among_texture():
+    """The oriented model of the eye: 0 for no change; a line on flat skin scores far above
+    random grain with the same energy; the same line along stripes of its own orientation is
+    masked by them; the gradient reaches the changed pixels."""
+    generator = torch.Generator().manual_seed(7)
+    flat = torch.full((1, 3, 112, 112), 0.6)
+    assert visibility(flat, flat)[0] < 1e-6
+    line = torch.zeros_like(flat)
+    line[:, :, 55:57, 20:92] = -8 / 255
+    grain = torch.randn(flat.shape, generator=generator).mean(1, keepdim=True).expand_as(flat)
+    grain = grain * line.norm() / grain.norm()
+    assert visibility(flat, flat + line)[0] > 3 * visibility(flat, flat + grain)[0]
+    rows = torch.arange(112.0).view(1, 1, 112, 1).expand(1, 3, 112, 112)
+    striped = 0.6 + 0.15 * torch.cos(2 * torch.pi * rows / 8)  # horizontal stripes, period 8 px
+    assert visibility(striped, striped + line)[0] < 0.5 * visibility(flat, flat + line)[0]
+    changed = (flat + line).requires_grad_(True)
+    visibility(flat, changed).sum().backward()
+    assert changed.grad[:, :, 50:62, 20:92].abs().sum() > 0
+    with pytest.raises(ValueError, match="too small"):
+        visibility(flat[..., :20, :20], flat[..., :20, :20])
 
 
 def test_quality_rejects_mismatched_or_tiny_inputs():

@@ -471,3 +471,6 @@ def test_budget_bounds_the_worst_windows_too():
     tight = enforce_budget(clean, delta, points, Budget(ssim_min=0.9, ssim_worst_min=0.9), metric, lambda x: x)
     worst = FaceQuality(clean, points, metric).ssim_worst(clean + tight.scale * delta)
     assert tight.met and 0 < tight.scale < 1 and worst[0] >= 0.9
+    unseen = enforce_budget(clean, delta, points, Budget(ssim_min=0.9, visibility_max=1.0), metric, lambda x: x)
+    visible = FaceQuality(clean, points, metric).visibility(clean + unseen.scale * delta)
+    assert unseen.met and 0 < unseen.scale < 1 and visible[0] <= 1.0

@@ -53,6 +53,8 @@ def test_budget_excess_shares_the_steps_crops_and_lpips():
     worst_only = objective.budget_excess(adversarial, clean, faces, InLoopBudget(ssim_worst_min=0.99))
     assert (worst_only > 0).all() and worst_only.requires_grad
     assert (objective.budget_excess(adversarial, clean, faces, InLoopBudget(ssim_worst_min=-1.0)) == 0).all()
+    seen = objective.budget_excess(adversarial, clean, faces, InLoopBudget(visibility_max=0.1))
+    assert (seen > 0).all() and seen.requires_grad
 
 
 def test_face_penalty_only_drops_the_photo_term():

@@ -5,6 +5,7 @@ An attack setting may bound every protected face in the saved file (``AttackConf
 
     ST-LPIPS(face crop) <= lpips_max  and  SSIM(face crop) >= ssim_min  and  mean Delta E(face crop) <= delta_e_max
     and  SSIM over the face crop's worst 5 % of windows >= ssim_worst_min
+    and  visibility(face crop) <= visibility_max
 
 The attack's perceptual penalty only *discourages* visible change; the budget *enforces* it.
 After the attack, the perturbation delta of each face region is scaled by lambda in [0, 1]
@@ -32,10 +33,12 @@ class Budget:
     ssim_min: float = -1.0  # s: smallest SSIM allowed on each face crop
     delta_e_max: float = float("inf")  # largest mean CIE76 colour difference on each face crop
     ssim_worst_min: float = -1.0  # smallest SSIM of each face crop's worst 5 % of windows
+    visibility_max: float = float("inf")  # largest visibility of each face crop's change as structure
 
-    def holds(self, lpips: float, ssim_value: float, delta_e: float = 0.0, ssim_worst: float = 1.0) -> bool:
+    def holds(self, lpips: float, ssim_value: float, delta_e: float = 0.0, ssim_worst: float = 1.0,
+              visible: float = 0.0) -> bool:
         return (lpips <= self.lpips_max and ssim_value >= self.ssim_min and delta_e <= self.delta_e_max
-                and ssim_worst >= self.ssim_worst_min)
+                and ssim_worst >= self.ssim_worst_min and visible <= self.visibility_max)
 
     @property
     def bounds_colour(self) -> bool:
@@ -45,6 +48,10 @@ class Budget:
     def bounds_worst(self) -> bool:
         return self.ssim_worst_min != -1.0
 
+    @property
+    def bounds_visibility(self) -> bool:
+        return self.visibility_max != float("inf")
+
     @classmethod
     def of(cls, config: AttackConfig) -> Budget | None:
         """The budget an attack setting asks for, or None when it sets no limit."""
@@ -53,7 +60,8 @@ class Budget:
         return cls(float("inf") if config.lpips_max is None else config.lpips_max,
                    -1.0 if config.ssim_min is None else config.ssim_min,
                    float("inf") if config.delta_e_max is None else config.delta_e_max,
-                   -1.0 if config.ssim_worst_min is None else config.ssim_worst_min)
+                   -1.0 if config.ssim_worst_min is None else config.ssim_worst_min,
+                   float("inf") if config.visibility_max is None else config.visibility_max)
 
 
 Render = Callable[[torch.Tensor], torch.Tensor]  # float region [1,3,h,w] -> what the saved file holds
@@ -87,7 +95,8 @@ def enforce_budget(clean: torch.Tensor, delta: torch.Tensor, landmarks: Sequence
         lpips, ssims = quality(candidate)
         colour = quality.delta_e(candidate) if budget.bounds_colour else [0.0] * len(lpips)
         worst = quality.ssim_worst(candidate) if budget.bounds_worst else [1.0] * len(lpips)
-        ok = all(budget.holds(*values) for values in zip(lpips, ssims, colour, worst))
+        visible = quality.visibility(candidate) if budget.bounds_visibility else [0.0] * len(lpips)
+        ok = all(budget.holds(*values) for values in zip(lpips, ssims, colour, worst, visible))
         return ok, candidate, lpips, ssims
 
     ok, candidate, lpips, ssims = attempt(1.0)

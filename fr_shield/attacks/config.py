@@ -105,6 +105,10 @@ class AttackConfig:
     # SSIM of each face crop over its worst 5 % of windows (fr_shield.core.quality.ssim_worst): the
     # mean SSIM lets a few drawn lines or dark patches on flat skin through; the worst windows do not.
     ssim_worst_min: float | None = None
+    # How visible each face crop's brightness change is as structure (fr_shield.core.quality.visibility:
+    # oriented contrast over the face's own masking, at its worst 5 %); lines and stripes that
+    # SSIM, ST-LPIPS and Delta E let through raise it. About 1.2 looks unchanged at 200 %.
+    visibility_max: float | None = None
     # Also steer toward the budget during the optimisation (an adaptive per-image penalty on each
     # face's excess) instead of only scaling the finished perturbation down afterwards.
     budget_in_loop: bool = False
@@ -157,6 +161,8 @@ class AttackConfig:
                               f"gradient passes them unchanged, in [0, 1], got {self.linear_backward}")
         if self.ssim_worst_min is not None and not -1.0 <= self.ssim_worst_min < 1.0:
             raise ConfigError(f"ssim_worst_min is an SSIM value in [-1, 1), got {self.ssim_worst_min}")
+        if self.visibility_max is not None and self.visibility_max <= 0:
+            raise ConfigError(f"visibility_max must be positive, got {self.visibility_max}")
         if self.jnd_scale is not None:
             if self.mask is None or self.jnd_scale <= 0:
                 raise ConfigError(f"jnd_scale is a positive multiple of the just-noticeable difference (needs mask: "
@@ -174,7 +180,7 @@ class AttackConfig:
 # per-photo objective and step do not depend on the other photos of a batch.
 NOT_IN_CACHE_KEY = ("name", "batch_size")
 # Applied after the attack: photos that differ only in these share one attack's output.
-BUDGET_KEYS = ("ssim_min", "lpips_max", "delta_e_max", "ssim_worst_min")
+BUDGET_KEYS = ("ssim_min", "lpips_max", "delta_e_max", "ssim_worst_min", "visibility_max")
 MASKS = ("face",)
 COLOURS = ("luma",)
 

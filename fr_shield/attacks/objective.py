@@ -37,7 +37,7 @@ from fr_shield.attacks.anchors import choose_anchors
 from fr_shield.attacks.gradients import skip_gradient_hooks
 from fr_shield.core import transforms
 from fr_shield.core.align import FACE_CROP, align_faces
-from fr_shield.core.quality import delta_e, ssim, ssim_worst
+from fr_shield.core.quality import delta_e, ssim, ssim_worst, visibility
 from fr_shield.models.onnx_graph import OnnxConv
 from fr_shield.models.rectifiers import count_rectifiers, linear_backward
 from fr_shield.models.spec import ModelSpec, pair_similarity
@@ -58,6 +58,7 @@ class InLoopBudget:
     lpips_max: float | None = None
     delta_e_max: float | None = None
     ssim_worst_min: float | None = None
+    visibility_max: float | None = None
     grow: float = 2.0  # a violating image's penalty weight doubles each step...
     shrink: float = 0.9  # ...and relaxes while it is inside the budget
 
@@ -436,6 +437,9 @@ class ProtectionObjective(nn.Module):
         if budget.ssim_worst_min is not None:
             worst = ssim_worst(clean_crops, crops)
             excess = excess + torch.relu(budget.ssim_worst_min - worst) / (1 - budget.ssim_worst_min)
+        if budget.visibility_max is not None:
+            visible = visibility(clean_crops, crops)
+            excess = excess + torch.relu(visible - budget.visibility_max) / budget.visibility_max
         return adversarial.new_zeros(len(faces)).index_add(0, face_images(faces, adversarial.device), excess)
 
     def forward(self, adversarial: torch.Tensor, clean: torch.Tensor, faces: Faces, targets: Targets,

@@ -21,6 +21,15 @@ given; to score what a user will actually save, quantise both images to 8 bits f
   flat skin, plainly seen, while the rest of the face keeps it high; percentile pooling
   (Moorthy and Bovik, "Visual importance pooling for image quality assessment", IEEE JSTSP 2009)
   follows where the eye looks, at the worst of the picture. 1 for identical images.
+* :func:`visibility`: how visible a brightness change is as *structure*: its oriented contrast
+  (the energy of a bank of elongated Gabor filters, wavelengths 4 and 8 px, 8 orientations, on
+  luma) divided by a detection threshold plus the clean image's own energy in the same channel
+  (contrast masking: a change hides among strong structure of its own orientation and scale), the
+  strongest channel per pixel, pooled over the worst 5 % of pixels. Elongated filters add up a
+  change that continues along a direction (a line on a cheek, stripes through hair) and average
+  out grain; SSIM's 11-pixel windows see neither the line's length nor its direction. 0 for
+  identical images; about 1.2 for faces that look like the original at 200 % (see
+  ``experiments/TRADEOFF.md``). Colour is left to :func:`delta_e`.
 * :func:`psnr`: peak signal-to-noise ratio in dB for a peak of 1, ``10 log10(1 / MSE)`` with the
   MSE taken over each image's channels and pixels; ``inf`` for identical images.
 * :func:`linf`: the largest absolute per-pixel, per-channel change, on the [0, 1] scale
@@ -42,18 +51,28 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import kornia
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fr_shield.core.align import FACE_CROP, align_faces
 
-__all__ = ["ssim", "ssim_worst", "psnr", "linf", "delta_e", "FaceQuality", "photo_quality", "SSIM_WINDOW"]
+__all__ = ["ssim", "ssim_worst", "visibility", "psnr", "linf", "delta_e", "FaceQuality", "photo_quality", "SSIM_WINDOW"]
 
 SSIM_WINDOW = 11
-WORST_FRACTION = 0.05  # ssim_worst pools the lowest 5 % of the SSIM map
+WORST_FRACTION = 0.05  # ssim_worst and visibility pool the worst 5 % of their maps
+# visibility's model of the eye on a 112-pixel face crop: the filters' wavelengths (px) and
+# orientations, the contrast at which a change starts to show (1 level of 8 bits), and how
+# strongly the clean face's own structure masks a change in the same channel.
+VISIBILITY_WAVELENGTHS = (4.0, 8.0)
+VISIBILITY_ORIENTATIONS = 8
+VISIBILITY_THRESHOLD = 1.0 / 255
+VISIBILITY_MASKING = 0.5
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
@@ -89,6 +108,59 @@ def ssim_worst(x: torch.Tensor, y: torch.Tensor, fraction: float = WORST_FRACTIO
     index_map = _ssim_map(x, y, window_size, "ssim_worst")
     count = max(1, round(fraction * index_map.shape[1]))
     return torch.topk(index_map, count, dim=1, largest=False).values.mean(dim=1)
+
+
+@lru_cache(maxsize=8)
+def _oriented_bank(device: torch.device, dtype: torch.dtype) -> tuple[tuple[torch.Tensor, int], ...]:
+    """Per wavelength: (even and odd Gabor pairs for every orientation [2 * n, 1, k, k], radius).
+    Each is elongated along its stripes (sigma 0.8 wavelength along, 0.4 across), the even one
+    without a DC response, both normalised by the envelope's sum (a response is a contrast)."""
+    filters = []
+    for wavelength in VISIBILITY_WAVELENGTHS:
+        along, across = 0.8 * wavelength, 0.4 * wavelength
+        radius = math.ceil(2 * along)
+        y, x = torch.meshgrid(torch.arange(-radius, radius + 1.0), torch.arange(-radius, radius + 1.0), indexing="ij")
+        pairs = []
+        for index in range(VISIBILITY_ORIENTATIONS):
+            angle = math.pi * index / VISIBILITY_ORIENTATIONS
+            u = x * math.cos(angle) + y * math.sin(angle)  # across the stripes
+            v = -x * math.sin(angle) + y * math.cos(angle)  # along them
+            envelope = torch.exp(-(u ** 2 / (2 * across ** 2) + v ** 2 / (2 * along ** 2)))
+            even = envelope * torch.cos(2 * math.pi * u / wavelength)
+            even = even - envelope * even.sum() / envelope.sum()
+            odd = envelope * torch.sin(2 * math.pi * u / wavelength)
+            pairs += [even / envelope.sum(), odd / envelope.sum()]
+        filters.append((torch.stack(pairs)[:, None].to(device, dtype), radius))
+    return tuple(filters)
+
+
+def _oriented_energy(luma: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] -> [B, channels, H, W]: the quadrature energy of every oriented filter."""
+    energies = []
+    for bank, radius in _oriented_bank(luma.device, luma.dtype):
+        response = F.conv2d(F.pad(luma, (radius,) * 4, mode="reflect"), bank)
+        pairs = response.unflatten(1, (-1, 2))
+        energies.append((pairs.pow(2).sum(2) + 1e-20).sqrt())  # eps: a finite gradient at no change
+    return torch.cat(energies, 1)
+
+
+def visibility(x: torch.Tensor, y: torch.Tensor, fraction: float = WORST_FRACTION) -> torch.Tensor:
+    """How visible the brightness change from ``x`` to ``y`` is as structure, ``[B]`` (0: none;
+    differentiable in ``y``); RGB inputs in [0, 1], at least 3 x the longest filter's radius."""
+    _check_pair(x, y, "visibility")
+    if x.shape[1] != 3:
+        raise ValueError(f"visibility: needs RGB images, got {x.shape[1]} channels")
+    if min(x.shape[-2:]) <= 2 * math.ceil(1.6 * max(VISIBILITY_WAVELENGTHS)):
+        raise ValueError(f"visibility: images too small for the filters, got {tuple(x.shape[-2:])}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"visibility: fraction must be in (0, 1], got {fraction}")
+    clean = kornia.color.rgb_to_grayscale(x)
+    change = _oriented_energy(kornia.color.rgb_to_grayscale(y) - clean)
+    with torch.no_grad():
+        masking = VISIBILITY_THRESHOLD + VISIBILITY_MASKING * _oriented_energy(clean)
+    ratio = (change / masking).amax(dim=1).flatten(1)
+    count = max(1, round(fraction * ratio.shape[1]))
+    return torch.topk(ratio, count, dim=1).values.mean(dim=1)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -157,14 +229,20 @@ class FaceQuality:
         return ssim_worst(self.clean_crops, self.crops(candidate)).cpu().tolist()
 
     @torch.no_grad()
+    def visibility(self, candidate: torch.Tensor) -> list[float]:
+        """How visible each face crop's change is as structure (:func:`visibility`)."""
+        return visibility(self.clean_crops, self.crops(candidate)).cpu().tolist()
+
+    @torch.no_grad()
     def scores(self, candidate: torch.Tensor) -> dict[str, list[float]]:
-        """Per face: lpips, ssim, ssim_worst, psnr, delta_e (mean) and delta_e_p95."""
+        """Per face: lpips, ssim, ssim_worst, visibility, psnr, delta_e (mean) and delta_e_p95."""
         if not self.landmarks:
-            return {key: [] for key in ("lpips", "ssim", "ssim_worst", "psnr", "delta_e", "delta_e_p95")}
+            return {key: [] for key in ("lpips", "ssim", "ssim_worst", "visibility", "psnr", "delta_e", "delta_e_p95")}
         crops = self.crops(candidate)
         mean_e, high_e = delta_e(self.clean_crops, crops)
         return {"lpips": self._lpips(crops).cpu().tolist(), "ssim": ssim(self.clean_crops, crops).cpu().tolist(),
                 "ssim_worst": ssim_worst(self.clean_crops, crops).cpu().tolist(),
+                "visibility": visibility(self.clean_crops, crops).cpu().tolist(),
                 "psnr": psnr(self.clean_crops, crops).cpu().tolist(), "delta_e": mean_e.cpu().tolist(),
                 "delta_e_p95": high_e.cpu().tolist()}
 

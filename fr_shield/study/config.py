@@ -44,6 +44,7 @@ class BudgetPointConfig:
     lpips_max: float | None = None
     delta_e_max: float | None = None  # mean CIE76 colour difference on each face crop
     ssim_worst_min: float | None = None  # SSIM of each face crop's worst 5 % of windows
+    visibility_max: float | None = None  # the face crop's change as structure (fr_shield.core.quality.visibility)
 
 
 @dataclass

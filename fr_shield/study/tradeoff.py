@@ -41,19 +41,22 @@ from fr_shield.study.tracking import cell_metrics, job_run, tracking_uri
 log = logging.getLogger(__name__)
 
 TARGET_SSIM, TARGET_TOP1 = 0.95, 0.05  # issue 7's target (with ST-LPIPS <= 0.05)
-QUALITY_COLUMNS = ["ssim_face", "ssim_worst_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "psnr_face", "ssim_photo",
+QUALITY_COLUMNS = ["ssim_face", "ssim_worst_face", "visibility_face", "lpips_face", "delta_e_face", "delta_e_p95_face",
+                   "psnr_face", "ssim_photo",
                    "psnr_photo", "linf", "budget_scale", "seconds"]
 
 
-BUDGET_LABELS = {"ssim_min": "ssim", "lpips_max": "lpips", "delta_e_max": "de", "ssim_worst_min": "worst"}
+BUDGET_LABELS = {"ssim_min": "ssim", "lpips_max": "lpips", "delta_e_max": "de", "ssim_worst_min": "worst",
+                 "visibility_max": "vis"}
 
 
 def budget_label(ssim_min: float | None = None, lpips_max: float | None = None, delta_e_max: float | None = None,
-                 ssim_worst_min: float | None = None) -> str:
+                 ssim_worst_min: float | None = None, visibility_max: float | None = None) -> str:
     """``None, None`` -> ``unbounded``; ``0.95, 0.05`` -> ``ssim0.95_lpips0.05``; with a colour
-    limit of 2.3 -> ``ssim0.95_lpips0.05_de2.3``; a worst-window SSIM floor adds ``_worst0.88``."""
+    limit of 2.3 -> ``ssim0.95_lpips0.05_de2.3``; a worst-window SSIM floor adds ``_worst0.88``, a
+    visibility limit ``_vis1.2``."""
     limits = {"ssim_min": ssim_min, "lpips_max": lpips_max, "delta_e_max": delta_e_max,
-              "ssim_worst_min": ssim_worst_min}
+              "ssim_worst_min": ssim_worst_min, "visibility_max": visibility_max}
     return "_".join(f"{BUDGET_LABELS[key]}{value:g}" for key, value in limits.items() if value is not None) \
         or "unbounded"
 
@@ -263,7 +266,7 @@ def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool =
 
 
 HELDOUT_KEY = ["data", "heldout_model", "attack", "surrogates", "budget", "cell"]
-HELDOUT_QUALITY = ["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "ssim_worst_face"]
+HELDOUT_QUALITY = ["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "ssim_worst_face", "visibility_face"]
 HELDOUT_COLUMNS = HELDOUT_KEY + ["top1", "top5", "n_probes", *HELDOUT_QUALITY, "seconds_per_photo"]
 
 
@@ -287,13 +290,13 @@ def heldout_table(folders: list[Path]) -> pd.DataFrame:
         for path in sorted(Path(folder).rglob("tradeoff.csv")):
             table = pd.read_csv(path)
             quality = pd.read_csv(path.parent / "quality.csv")
-            measured = [c for c in [*HELDOUT_QUALITY, "seconds"] if c in quality]  # older jobs lack ssim_worst
+            measured = [c for c in [*HELDOUT_QUALITY, "seconds"] if c in quality]  # older jobs lack the newer ones
             means = quality.groupby("budget")[measured].mean().reset_index()
             surrogates = set(str(table["surrogates"].iloc[0]).split("+"))
             rows = table[(table["subset"] == "protected") & ~table["model"].isin(surrogates)]
             rows = rows.drop(columns=[c for c in rows.columns if c.startswith("mean_")]).merge(means, on="budget", how="left")
             clean = rows["budget"] == "clean"
-            rows.loc[clean, [*HELDOUT_QUALITY, "seconds"]] = [1.0, 0, 0, 0, 1.0, 0]
+            rows.loc[clean, [*HELDOUT_QUALITY, "seconds"]] = [1.0, 0, 0, 0, 1.0, 0, 0]
             rows.loc[clean, "surrogates"] = ""
             parts.append(rows.assign(heldout_model=rows["model"].map(model_label)).rename(columns={"seconds": "seconds_per_photo"}))
     if not parts:
@@ -309,15 +312,16 @@ def heldout_markdown(table: pd.DataFrame) -> str:
     table = table.fillna({"surrogates": ""})  # the clean rows have no ensemble
     cells = [c for c in CELL_ORDER if c in set(table["cell"])]
     keys = ["data", "attack", "surrogates", "budget"]
-    lines = ["| data | setting | surrogates | budget | SSIM face (worst 5 %) | ST-LPIPS face | ΔE face (p95) | s / photo | held out | "
-             + " | ".join(cells) + " |", "|---" * (9 + len(cells)) + "|"]
+    lines = ["| data | setting | surrogates | budget | SSIM face (worst 5 %) | visibility | ST-LPIPS face | ΔE face (p95) | "
+             "s / photo | held out | " + " | ".join(cells) + " |", "|---" * (10 + len(cells)) + "|"]
     for key, group in table.groupby(keys, sort=False):
         first = group.iloc[0]
         top1 = group.groupby("cell")["top1"].mean()
         models = ", ".join(sorted(set(group["heldout_model"])))
-        worst = getattr(first, "ssim_worst_face", float("nan"))
+        worst, visible = (getattr(first, key, float("nan")) for key in ("ssim_worst_face", "visibility_face"))
         worst = "" if pd.isna(worst) else f" ({worst:.2f})"
-        quality = (f"{first.ssim_face:.3f}{worst} | {first.lpips_face:.3f} | {first.delta_e_face:.2f} ({first.delta_e_p95_face:.1f}) | "
+        visible = "" if pd.isna(visible) else f"{visible:.2f}"
+        quality = (f"{first.ssim_face:.3f}{worst} | {visible} | {first.lpips_face:.3f} | {first.delta_e_face:.2f} ({first.delta_e_p95_face:.1f}) | "
                    f"{first.seconds_per_photo:.0f}")
         lines.append(f"| {key[0]} | {key[1]} | {ensemble_label(key[2])} | {key[3]} | {quality} | {models} | "
                      + " | ".join(f"{100 * top1[c]:.0f}" if c in top1 else "" for c in cells) + " |")
