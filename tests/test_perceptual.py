@@ -160,8 +160,8 @@ def test_worst_window_ssim_sees_a_line_the_mean_dilutes():
 
 
 def test_visibility_sees_a_line_more_than_grain_of_the_same_energy_and_less_among_texture():
-    """The oriented model of the eye: 0 for no change; a line on flat skin scores far above
-    random grain with the same energy; the same line along stripes of its own orientation is
+    """The model of the eye: 0 for no change; a line or mottling on flat skin scores far above
+    random grain (the line's energy); the same line along stripes of its own orientation is
     masked by them; the gradient reaches the changed pixels."""
     generator = torch.Generator().manual_seed(7)
     flat = torch.full((1, 3, 112, 112), 0.6)
@@ -171,6 +171,10 @@ def test_visibility_sees_a_line_more_than_grain_of_the_same_energy_and_less_amon
     grain = torch.randn(flat.shape, generator=generator).mean(1, keepdim=True).expand_as(flat)
     grain = grain * line.norm() / grain.norm()
     assert visibility(flat, flat + line)[0] > 3 * visibility(flat, flat + grain)[0]
+    y, x = torch.meshgrid(torch.arange(112.0), torch.arange(112.0), indexing="ij")
+    mottling = sum(-4 / 255 * torch.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 8) for cy in range(20, 100, 12)
+                   for cx in range(20, 100, 12))  # dark blobs of sigma 2 px on smooth skin
+    assert visibility(flat, flat + mottling)[0] > 2 * visibility(flat, flat + grain)[0]
     rows = torch.arange(112.0).view(1, 1, 112, 1).expand(1, 3, 112, 112)
     striped = 0.6 + 0.15 * torch.cos(2 * torch.pi * rows / 8)  # horizontal stripes, period 8 px
     assert visibility(striped, striped + line)[0] < 0.5 * visibility(flat, flat + line)[0]

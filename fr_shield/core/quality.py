@@ -21,13 +21,14 @@ given; to score what a user will actually save, quantise both images to 8 bits f
   flat skin, plainly seen, while the rest of the face keeps it high; percentile pooling
   (Moorthy and Bovik, "Visual importance pooling for image quality assessment", IEEE JSTSP 2009)
   follows where the eye looks, at the worst of the picture. 1 for identical images.
-* :func:`visibility`: how visible a brightness change is as *structure*: its oriented contrast
-  (the energy of a bank of elongated Gabor filters, wavelengths 4 and 8 px, 8 orientations, on
-  luma) divided by a detection threshold plus the clean image's own energy in the same channel
-  (contrast masking: a change hides among strong structure of its own orientation and scale), the
-  strongest channel per pixel, pooled over the worst 5 % of pixels. Elongated filters add up a
-  change that continues along a direction (a line on a cheek, stripes through hair) and average
-  out grain; SSIM's 11-pixel windows see neither the line's length nor its direction. 0 for
+* :func:`visibility`: how visible a brightness change is as *structure*: its contrast in a bank
+  of channels on luma (elongated Gabor filters, wavelengths 4 and 8 px, 8 orientations, and one
+  centre-surround blob filter per wavelength) divided by a detection threshold plus the clean
+  image's own energy in the same channel (contrast masking: a change hides among strong structure
+  of its own orientation and scale), the strongest channel per pixel, pooled over the worst 5 %
+  of pixels. Elongated filters add up a change that continues along a direction (a line on a
+  cheek, stripes through hair), blob filters see mottling on smooth skin, and both average out
+  fine grain; SSIM's 11-pixel windows see neither the line's length nor its direction. 0 for
   identical images; about 1.2 for faces that look like the original at 200 % (see
   ``experiments/TRADEOFF.md``). Colour is left to :func:`delta_e`.
 * :func:`psnr`: peak signal-to-noise ratio in dB for a peak of 1, ``10 log10(1 / MSE)`` with the
@@ -111,10 +112,12 @@ def ssim_worst(x: torch.Tensor, y: torch.Tensor, fraction: float = WORST_FRACTIO
 
 
 @lru_cache(maxsize=8)
-def _oriented_bank(device: torch.device, dtype: torch.dtype) -> tuple[tuple[torch.Tensor, int], ...]:
-    """Per wavelength: (even and odd Gabor pairs for every orientation [2 * n, 1, k, k], radius).
-    Each is elongated along its stripes (sigma 0.8 wavelength along, 0.4 across), the even one
-    without a DC response, both normalised by the envelope's sum (a response is a contrast)."""
+def _visibility_bank(device: torch.device, dtype: torch.dtype) -> tuple[tuple[torch.Tensor, int], ...]:
+    """Per wavelength: the filter pairs [2 * (n + 1), 1, k, k] and their radius. n quadrature
+    Gabor pairs (even, odd), one per orientation, elongated along their stripes (sigma 0.8
+    wavelength along, 0.4 across), the even one without a DC response; and one isotropic
+    centre-surround pair (a difference of Gaussians of sigma wavelength / 4 and / 2, paired with
+    zeros) for blobs. Each is scaled so a matched pattern of contrast c answers about c / 2."""
     filters = []
     for wavelength in VISIBILITY_WAVELENGTHS:
         along, across = 0.8 * wavelength, 0.4 * wavelength
@@ -130,14 +133,18 @@ def _oriented_bank(device: torch.device, dtype: torch.dtype) -> tuple[tuple[torc
             even = even - envelope * even.sum() / envelope.sum()
             odd = envelope * torch.sin(2 * math.pi * u / wavelength)
             pairs += [even / envelope.sum(), odd / envelope.sum()]
+        squared = x ** 2 + y ** 2
+        centre, surround = (torch.exp(-squared / (2 * sigma ** 2)) for sigma in (wavelength / 4, wavelength / 2))
+        blob = centre / centre.sum() - surround / surround.sum()
+        pairs += [blob / (2 * blob.clamp_min(0).sum()), torch.zeros_like(blob)]
         filters.append((torch.stack(pairs)[:, None].to(device, dtype), radius))
     return tuple(filters)
 
 
-def _oriented_energy(luma: torch.Tensor) -> torch.Tensor:
-    """[B, 1, H, W] -> [B, channels, H, W]: the quadrature energy of every oriented filter."""
+def _channel_energy(luma: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] -> [B, channels, H, W]: the energy of every filter pair of the bank."""
     energies = []
-    for bank, radius in _oriented_bank(luma.device, luma.dtype):
+    for bank, radius in _visibility_bank(luma.device, luma.dtype):
         response = F.conv2d(F.pad(luma, (radius,) * 4, mode="reflect"), bank)
         pairs = response.unflatten(1, (-1, 2))
         energies.append((pairs.pow(2).sum(2) + 1e-20).sqrt())  # eps: a finite gradient at no change
@@ -155,9 +162,9 @@ def visibility(x: torch.Tensor, y: torch.Tensor, fraction: float = WORST_FRACTIO
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"visibility: fraction must be in (0, 1], got {fraction}")
     clean = kornia.color.rgb_to_grayscale(x)
-    change = _oriented_energy(kornia.color.rgb_to_grayscale(y) - clean)
+    change = _channel_energy(kornia.color.rgb_to_grayscale(y) - clean)
     with torch.no_grad():
-        masking = VISIBILITY_THRESHOLD + VISIBILITY_MASKING * _oriented_energy(clean)
+        masking = VISIBILITY_THRESHOLD + VISIBILITY_MASKING * _channel_energy(clean)
     ratio = (change / masking).amax(dim=1).flatten(1)
     count = max(1, round(fraction * ratio.shape[1]))
     return torch.topk(ratio, count, dim=1).values.mean(dim=1)
