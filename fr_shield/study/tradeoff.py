@@ -342,7 +342,7 @@ def write_heldout(folders: list[Path], out: Path) -> pd.DataFrame:
     if out.exists():  # the clean rows' empty ensemble reads back as NaN
         table = pd.concat([pd.read_csv(out).fillna({"surrogates": ""}), table], ignore_index=True)
         table = table.drop_duplicates(HELDOUT_KEY, keep="last")
-    table = table.sort_values(HELDOUT_KEY)
+    table = table.reindex(columns=HELDOUT_COLUMNS).sort_values(HELDOUT_KEY)  # an older file lacks the newer columns
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.4f")
     return table
