@@ -450,7 +450,7 @@ def test_budget_bounds_the_colour_difference_too():
     loose = enforce_budget(clean, delta, points, Budget(ssim_min=0.9), metric, lambda x: x)
     assert loose.scale == 1.0
     tight = enforce_budget(clean, delta, points, Budget(ssim_min=0.9, delta_e_max=2.3), metric, lambda x: x)
-    colour = FaceQuality(clean, points, metric).delta_e(clean + tight.scale * delta)
+    colour = FaceQuality(clean, points, metric).scores(clean + tight.scale * delta, ["delta_e"])["delta_e"]
     assert tight.met and 0 < tight.scale < 1 and colour[0] <= 2.3
 
 
@@ -469,8 +469,8 @@ def test_budget_bounds_the_worst_windows_too():
     loose = enforce_budget(clean, delta, points, Budget(ssim_min=0.9), metric, lambda x: x)
     assert loose.scale == 1.0
     tight = enforce_budget(clean, delta, points, Budget(ssim_min=0.9, ssim_worst_min=0.9), metric, lambda x: x)
-    worst = FaceQuality(clean, points, metric).ssim_worst(clean + tight.scale * delta)
+    worst = FaceQuality(clean, points, metric).scores(clean + tight.scale * delta, ["ssim_worst"])["ssim_worst"]
     assert tight.met and 0 < tight.scale < 1 and worst[0] >= 0.9
     unseen = enforce_budget(clean, delta, points, Budget(ssim_min=0.9, visibility_max=1.0), metric, lambda x: x)
-    visible = FaceQuality(clean, points, metric).visibility(clean + unseen.scale * delta)
+    visible = FaceQuality(clean, points, metric).scores(clean + unseen.scale * delta, ["visibility"])["visibility"]
     assert unseen.met and 0 < unseen.scale < 1 and visible[0] <= 1.0

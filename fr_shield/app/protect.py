@@ -109,7 +109,7 @@ def measure(protector: FaceProtector, original: np.ndarray, protected: np.ndarra
         return
     clean, saved = _to_tensor(original, protector.device), _to_tensor(protected, protector.device)
     points = [face.landmarks for face in faces]
-    scores = FaceQuality(clean, points, protector.metric).scores(saved)
+    scores = FaceQuality(clean, points, protector.metric).scores(saved, ("lpips", "ssim", "delta_e"))
     per_model = {}
     for model in protector.models:
         per_model[model.spec.name] = pair_similarity(model(align_faces(clean[0], points, model.spec)),

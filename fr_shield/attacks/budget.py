@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fr_shield.attacks.config import AttackConfig
+from fr_shield.attacks.config import BUDGET_KEYS, AttackConfig
 from fr_shield.core.quality import FaceQuality
 
 
@@ -35,33 +35,27 @@ class Budget:
     ssim_worst_min: float = -1.0  # smallest SSIM of each face crop's worst 5 % of windows
     visibility_max: float = float("inf")  # largest visibility of each face crop's change as structure
 
-    def holds(self, lpips: float, ssim_value: float, delta_e: float = 0.0, ssim_worst: float = 1.0,
-              visible: float = 0.0) -> bool:
-        return (lpips <= self.lpips_max and ssim_value >= self.ssim_min and delta_e <= self.delta_e_max
-                and ssim_worst >= self.ssim_worst_min and visible <= self.visibility_max)
-
     @property
-    def bounds_colour(self) -> bool:
-        return self.delta_e_max != float("inf")
+    def metrics(self) -> list[str]:
+        """The FaceQuality metrics to measure: ST-LPIPS and SSIM always (every result reports
+        them), the others only when their limit is set."""
+        optional = {"delta_e": self.delta_e_max != float("inf"), "ssim_worst": self.ssim_worst_min != -1.0,
+                    "visibility": self.visibility_max != float("inf")}
+        return ["lpips", "ssim", *(name for name, bounded in optional.items() if bounded)]
 
-    @property
-    def bounds_worst(self) -> bool:
-        return self.ssim_worst_min != -1.0
-
-    @property
-    def bounds_visibility(self) -> bool:
-        return self.visibility_max != float("inf")
+    def holds(self, face: dict[str, float]) -> bool:
+        """``face``: one face's values of ``metrics``."""
+        return (face["lpips"] <= self.lpips_max and face["ssim"] >= self.ssim_min
+                and face.get("delta_e", 0.0) <= self.delta_e_max and face.get("ssim_worst", 1.0) >= self.ssim_worst_min
+                and face.get("visibility", 0.0) <= self.visibility_max)
 
     @classmethod
     def of(cls, config: AttackConfig) -> Budget | None:
-        """The budget an attack setting asks for, or None when it sets no limit."""
+        """The budget an attack setting asks for, or None when it sets no limit (the fields are
+        named as the config's ``BUDGET_KEYS``; an unset one keeps its unbounded default)."""
         if not config.has_budget:
             return None
-        return cls(float("inf") if config.lpips_max is None else config.lpips_max,
-                   -1.0 if config.ssim_min is None else config.ssim_min,
-                   float("inf") if config.delta_e_max is None else config.delta_e_max,
-                   -1.0 if config.ssim_worst_min is None else config.ssim_worst_min,
-                   float("inf") if config.visibility_max is None else config.visibility_max)
+        return cls(**{key: getattr(config, key) for key in BUDGET_KEYS if getattr(config, key) is not None})
 
 
 Render = Callable[[torch.Tensor], torch.Tensor]  # float region [1,3,h,w] -> what the saved file holds
@@ -92,12 +86,9 @@ def enforce_budget(clean: torch.Tensor, delta: torch.Tensor, landmarks: Sequence
         nonlocal evaluations
         evaluations += 1
         candidate = render((clean + scale * delta).clamp(0, 1))
-        lpips, ssims = quality(candidate)
-        colour = quality.delta_e(candidate) if budget.bounds_colour else [0.0] * len(lpips)
-        worst = quality.ssim_worst(candidate) if budget.bounds_worst else [1.0] * len(lpips)
-        visible = quality.visibility(candidate) if budget.bounds_visibility else [0.0] * len(lpips)
-        ok = all(budget.holds(*values) for values in zip(lpips, ssims, colour, worst, visible))
-        return ok, candidate, lpips, ssims
+        measured = quality.scores(candidate, budget.metrics)
+        ok = all(budget.holds(dict(zip(measured, face))) for face in zip(*measured.values()))
+        return ok, candidate, measured["lpips"], measured["ssim"]
 
     ok, candidate, lpips, ssims = attempt(1.0)
     if ok:

@@ -63,7 +63,8 @@ import torch.nn.functional as F
 
 from fr_shield.core.align import FACE_CROP, align_faces
 
-__all__ = ["ssim", "ssim_worst", "visibility", "psnr", "linf", "delta_e", "FaceQuality", "photo_quality", "SSIM_WINDOW"]
+__all__ = ["ssim", "ssim_worst", "visibility", "psnr", "linf", "delta_e", "FaceQuality", "FACE_METRICS", "photo_quality",
+           "SSIM_WINDOW"]
 
 SSIM_WINDOW = 11
 WORST_FRACTION = 0.05  # ssim_worst and visibility pool the worst 5 % of their maps
@@ -111,6 +112,11 @@ def ssim_worst(x: torch.Tensor, y: torch.Tensor, fraction: float = WORST_FRACTIO
     return torch.topk(index_map, count, dim=1, largest=False).values.mean(dim=1)
 
 
+def _filter_radius(wavelength: float) -> int:
+    """Half the side of a visibility filter: two of its along-the-stripes sigmas (0.8 wavelength)."""
+    return math.ceil(2 * 0.8 * wavelength)
+
+
 @lru_cache(maxsize=8)
 def _visibility_bank(device: torch.device, dtype: torch.dtype) -> tuple[tuple[torch.Tensor, int], ...]:
     """Per wavelength: the filter pairs [2 * (n + 1), 1, k, k] and their radius. n quadrature
@@ -121,7 +127,7 @@ def _visibility_bank(device: torch.device, dtype: torch.dtype) -> tuple[tuple[to
     filters = []
     for wavelength in VISIBILITY_WAVELENGTHS:
         along, across = 0.8 * wavelength, 0.4 * wavelength
-        radius = math.ceil(2 * along)
+        radius = _filter_radius(wavelength)
         y, x = torch.meshgrid(torch.arange(-radius, radius + 1.0), torch.arange(-radius, radius + 1.0), indexing="ij")
         pairs = []
         for index in range(VISIBILITY_ORIENTATIONS):
@@ -153,11 +159,12 @@ def _channel_energy(luma: torch.Tensor) -> torch.Tensor:
 
 def visibility(x: torch.Tensor, y: torch.Tensor, fraction: float = WORST_FRACTION) -> torch.Tensor:
     """How visible the brightness change from ``x`` to ``y`` is as structure, ``[B]`` (0: none;
-    differentiable in ``y``); RGB inputs in [0, 1], at least 3 x the longest filter's radius."""
+    differentiable in ``y``); RGB inputs in [0, 1], more than twice the longest filter's radius
+    on each side (the reflect padding needs it)."""
     _check_pair(x, y, "visibility")
     if x.shape[1] != 3:
         raise ValueError(f"visibility: needs RGB images, got {x.shape[1]} channels")
-    if min(x.shape[-2:]) <= 2 * math.ceil(1.6 * max(VISIBILITY_WAVELENGTHS)):
+    if min(x.shape[-2:]) <= 2 * _filter_radius(max(VISIBILITY_WAVELENGTHS)):
         raise ValueError(f"visibility: images too small for the filters, got {tuple(x.shape[-2:])}")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"visibility: fraction must be in (0, 1], got {fraction}")
@@ -195,13 +202,19 @@ def delta_e(x: torch.Tensor, y: torch.Tensor, quantile: float = 0.95) -> tuple[t
     return difference.mean(dim=1), torch.quantile(difference, quantile, dim=1)
 
 
+# Per face crop, what FaceQuality.scores can measure: mean Delta E and its 95th percentile come
+# from one call of delta_e; ST-LPIPS from the metric the instance holds.
+_PAIR_METRICS = {"ssim": ssim, "ssim_worst": ssim_worst, "visibility": visibility, "psnr": psnr}
+FACE_METRICS = ("lpips", "ssim", "ssim_worst", "visibility", "psnr", "delta_e", "delta_e_p95")
+
+
 class FaceQuality:
     """Quality of each face of candidate images against one fixed clean image, on the ArcFace crop.
 
     ``clean`` is one image [1, 3, H, W] (a photo or a region of it); ``landmarks`` its faces in its
-    pixels. Calling it gives (ST-LPIPS, SSIM) per face, the two numbers every per-face budget
-    bounds (the clean crops' ST-LPIPS features are computed once, for bisection); ``delta_e`` and
-    ``ssim_worst`` the optional limits; ``scores`` gives every metric per face.
+    pixels. ``scores`` gives the metrics asked for (default: all of ``FACE_METRICS``) per face,
+    from one alignment of the candidate; the clean crops and their ST-LPIPS features are computed
+    once, for bisection.
     """
 
     def __init__(self, clean: torch.Tensor, landmarks: Sequence[np.ndarray], metric: torch.nn.Module):
@@ -221,37 +234,20 @@ class FaceQuality:
         return self.metric(self.clean_crops, crops)
 
     @torch.no_grad()
-    def __call__(self, candidate: torch.Tensor) -> tuple[list[float], list[float]]:
-        crops = self.crops(candidate)
-        return self._lpips(crops).cpu().tolist(), ssim(self.clean_crops, crops).cpu().tolist()
-
-    @torch.no_grad()
-    def delta_e(self, candidate: torch.Tensor) -> list[float]:
-        """Mean CIE76 colour difference of each face crop."""
-        return delta_e(self.clean_crops, self.crops(candidate))[0].cpu().tolist()
-
-    @torch.no_grad()
-    def ssim_worst(self, candidate: torch.Tensor) -> list[float]:
-        """SSIM of each face crop pooled over its worst 5 % of windows (:func:`ssim_worst`)."""
-        return ssim_worst(self.clean_crops, self.crops(candidate)).cpu().tolist()
-
-    @torch.no_grad()
-    def visibility(self, candidate: torch.Tensor) -> list[float]:
-        """How visible each face crop's change is as structure (:func:`visibility`)."""
-        return visibility(self.clean_crops, self.crops(candidate)).cpu().tolist()
-
-    @torch.no_grad()
-    def scores(self, candidate: torch.Tensor) -> dict[str, list[float]]:
-        """Per face: lpips, ssim, ssim_worst, visibility, psnr, delta_e (mean) and delta_e_p95."""
+    def scores(self, candidate: torch.Tensor, metrics: Sequence[str] = FACE_METRICS) -> dict[str, list[float]]:
+        """Per face, each of ``metrics`` (names of ``FACE_METRICS``)."""
         if not self.landmarks:
-            return {key: [] for key in ("lpips", "ssim", "ssim_worst", "visibility", "psnr", "delta_e", "delta_e_p95")}
+            return {key: [] for key in metrics}
         crops = self.crops(candidate)
-        mean_e, high_e = delta_e(self.clean_crops, crops)
-        return {"lpips": self._lpips(crops).cpu().tolist(), "ssim": ssim(self.clean_crops, crops).cpu().tolist(),
-                "ssim_worst": ssim_worst(self.clean_crops, crops).cpu().tolist(),
-                "visibility": visibility(self.clean_crops, crops).cpu().tolist(),
-                "psnr": psnr(self.clean_crops, crops).cpu().tolist(), "delta_e": mean_e.cpu().tolist(),
-                "delta_e_p95": high_e.cpu().tolist()}
+        values = {}
+        if {"delta_e", "delta_e_p95"} & set(metrics):
+            values["delta_e"], values["delta_e_p95"] = delta_e(self.clean_crops, crops)
+        for key in metrics:
+            if key == "lpips":
+                values[key] = self._lpips(crops)
+            elif key not in values:
+                values[key] = _PAIR_METRICS[key](self.clean_crops, crops)
+        return {key: values[key].cpu().tolist() for key in metrics}
 
 
 @torch.no_grad()

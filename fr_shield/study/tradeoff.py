@@ -266,7 +266,10 @@ def report(folders: list[Path], out: Path, strip_budgets: list[str], log: bool =
 
 
 HELDOUT_KEY = ["data", "heldout_model", "attack", "surrogates", "budget", "cell"]
-HELDOUT_QUALITY = ["ssim_face", "lpips_face", "delta_e_face", "delta_e_p95_face", "ssim_worst_face", "visibility_face"]
+# The clean photos' quality: unchanged (their time is no attack's).
+CLEAN_QUALITY = {"ssim_face": 1.0, "lpips_face": 0.0, "delta_e_face": 0.0, "delta_e_p95_face": 0.0,
+                 "ssim_worst_face": 1.0, "visibility_face": 0.0}
+HELDOUT_QUALITY = list(CLEAN_QUALITY)
 HELDOUT_COLUMNS = HELDOUT_KEY + ["top1", "top5", "n_probes", *HELDOUT_QUALITY, "seconds_per_photo"]
 
 
@@ -296,7 +299,7 @@ def heldout_table(folders: list[Path]) -> pd.DataFrame:
             rows = table[(table["subset"] == "protected") & ~table["model"].isin(surrogates)]
             rows = rows.drop(columns=[c for c in rows.columns if c.startswith("mean_")]).merge(means, on="budget", how="left")
             clean = rows["budget"] == "clean"
-            rows.loc[clean, [*HELDOUT_QUALITY, "seconds"]] = [1.0, 0, 0, 0, 1.0, 0, 0]
+            rows.loc[clean, [*HELDOUT_QUALITY, "seconds"]] = [*CLEAN_QUALITY.values(), 0.0]
             rows.loc[clean, "surrogates"] = ""
             parts.append(rows.assign(heldout_model=rows["model"].map(model_label)).rename(columns={"seconds": "seconds_per_photo"}))
     if not parts:
