@@ -292,6 +292,18 @@ def test_optimising_inside_the_budget_keeps_faces_closer_to_it():
     assert unbounded.settings.budget is None  # no budget set: nothing to steer toward
 
 
+def test_a_visibility_limit_is_keyed_by_the_model_it_bounds(monkeypatch):
+    """Results cached under a visibility limit are not reused once the model of the eye changes
+    its scale; keys without that limit stay as they were."""
+    from fr_shield.attacks import registry
+    from fr_shield.attacks.config import compose_attack
+
+    seen, unseen = (compose_attack("lowkey", ["attack.visibility_max=1.0"]), compose_attack("lowkey", []))
+    before = registry.attack_key(seen), registry.attack_key(unseen)
+    monkeypatch.setattr(registry, "VISIBILITY_MODEL", registry.VISIBILITY_MODEL + 1)
+    assert registry.attack_key(seen) != before[0] and registry.attack_key(unseen) == before[1]
+
+
 def test_mid_layer_term_pushes_the_feature_map_and_is_a_seeded_switch():
     """layer_weight adds each surrogate's mid-level map shift to the objective (0 at the clean
     photo, > 0 once it moves); the clean maps are computed once, in the targets."""

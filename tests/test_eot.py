@@ -480,7 +480,7 @@ def test_heldout_csv_keeps_only_models_outside_the_ensemble(tmp_path):
 
     assert budget_label(0.95, 0.05, 2.3) == "ssim0.95_lpips0.05_de2.3"
     assert budget_label(0.95, 0.05, 2.3, 0.88) == "ssim0.95_lpips0.05_de2.3_worst0.88"
-    assert budget_label(0.95, 0.05, 2.3, visibility_max=1.2) == "ssim0.95_lpips0.05_de2.3_vis1.2"
+    assert budget_label(0.95, 0.05, 2.3, visibility_max=1.2) == "ssim0.95_lpips0.05_de2.3_eye1.2"
     assert budget_label() == "unbounded"
     rows = []
     for variant, role_of in [("clean", {}), ("ssim0.95_lpips0.05_de2.3", {"sface": "black-box", "dlib_resnet": "white-box",

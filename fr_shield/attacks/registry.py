@@ -27,6 +27,7 @@ from fr_shield.attacks.attack import ATTACKS, ProtectionAttack
 from fr_shield.attacks.config import BUDGET_KEYS, NOT_IN_CACHE_KEY, AttackConfig, as_dict, to_attack_config
 from fr_shield.core.errors import ConfigError
 from fr_shield.core.perceptual import stlpips
+from fr_shield.core.quality import VISIBILITY_MODEL
 from fr_shield.core.weights import WEIGHTS, sha256_of
 from fr_shield.models import create, get_spec
 from fr_shield.models.onnx_user import spec_path
@@ -84,6 +85,8 @@ def attack_key(config, with_budget: bool = True) -> str:
     # budget only when the attack optimises inside it).
     with_budget = with_budget or config.budget_in_loop
     values = {k: v for k, v in values.items() if k not in BUDGET_KEYS or with_budget}
+    if "visibility_max" in values:  # the limit means what the model of the eye it bounds means
+        values["visibility_model"] = VISIBILITY_MODEL
     weights = {model: _weights_of(model) for model in config.surrogates}
     if config.alpha > 0:
         weights["perceptual"] = [WEIGHTS[f"stlpips_{config.lpips_backbone}"].sha256]

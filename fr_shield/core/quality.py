@@ -22,15 +22,17 @@ given; to score what a user will actually save, quantise both images to 8 bits f
   (Moorthy and Bovik, "Visual importance pooling for image quality assessment", IEEE JSTSP 2009)
   follows where the eye looks, at the worst of the picture. 1 for identical images.
 * :func:`visibility`: how visible a brightness change is as *structure*: its contrast in a bank
-  of channels on luma (elongated Gabor filters, wavelengths 4 and 8 px, 8 orientations, and one
-  centre-surround blob filter per wavelength) divided by a detection threshold plus the clean
-  image's own energy in the same channel (contrast masking: a change hides among strong structure
-  of its own orientation and scale), the strongest channel per pixel, pooled over the worst 5 %
-  of pixels. Elongated filters add up a change that continues along a direction (a line on a
-  cheek, stripes through hair), blob filters see mottling on smooth skin, and both average out
-  fine grain; SSIM's 11-pixel windows see neither the line's length nor its direction. 0 for
-  identical images; about 1.2 for faces that look like the original at 200 % (see
-  ``experiments/TRADEOFF.md``). Colour is left to :func:`delta_e`.
+  of channels on luma (elongated Gabor filters of wavelength 2, 4, 8 and 16 px in 8
+  orientations, and one centre-surround blob filter per wavelength) over the contrast at which it
+  starts to show there (twice as high for the 2 px channel, where the eye is less sensitive). That threshold rises with the clean face's own energy in the channel and across
+  its scale's orientations (contrast masking with a compressive power: a change hides among
+  texture, less along a single crease). The strongest channel per pixel is summed over the face
+  by a Minkowski mean (exponent 4). Elongated filters add up a change that continues along a
+  direction (a line on a cheek, stripes through hair), blob and 16 px filters see mottling and
+  shading on smooth skin, the 2 px channel grain of a few levels; SSIM's 11-pixel windows see
+  neither the line's length nor its direction. 0 for identical images; changes start to show on
+  a 100 px face at about 0.8-1.0 (``experiments/TRADEOFF.md``, tenth session). Colour is left to
+  :func:`delta_e`.
 * :func:`psnr`: peak signal-to-noise ratio in dB for a peak of 1, ``10 log10(1 / MSE)`` with the
   MSE taken over each image's channels and pixels; ``inf`` for identical images.
 * :func:`linf`: the largest absolute per-pixel, per-channel change, on the [0, 1] scale
@@ -67,14 +69,25 @@ __all__ = ["ssim", "ssim_worst", "visibility", "psnr", "linf", "delta_e", "FaceQ
            "SSIM_WINDOW"]
 
 SSIM_WINDOW = 11
-WORST_FRACTION = 0.05  # ssim_worst and visibility pool the worst 5 % of their maps
-# visibility's model of the eye on a 112-pixel face crop: the filters' wavelengths (px) and
-# orientations, the contrast at which a change starts to show (1 level of 8 bits), and how
-# strongly the clean face's own structure masks a change in the same channel.
-VISIBILITY_WAVELENGTHS = (4.0, 8.0)
+WORST_FRACTION = 0.05  # ssim_worst pools the worst 5 % of its map
+# visibility's model of the eye on a 112-pixel face crop: the filters' wavelengths (px; those
+# above 8 px run a shorter bank on the luma at half resolution, so no filter is large), the
+# eye's relative sensitivity at each (lower at 2 px, about 20 cycles per degree at 100 % on a
+# screen at arm's length) and the orientations; the filters' answer at which a change starts to
+# show on flat skin (that of a pattern one 8-bit level in amplitude); how the clean face's own structure raises that threshold (contrast masking, a
+# compressive power of the masking energy, Legge & Foley 1980; the energy is half the channel's
+# own and half its scale's mean over orientations, so a crease masks a change along it less
+# than texture does); and the Minkowski exponent that sums the map over the face (a large
+# faint pattern shows as much as a small strong one, so spreading a change evenly gains little).
+VISIBILITY_MODEL = 2  # bumped whenever visibility's scale changes (cached results keyed by a limit on it)
+VISIBILITY_WAVELENGTHS = (2.0, 4.0, 8.0, 16.0)
+VISIBILITY_SENSITIVITY = (0.5, 1.0, 1.0, 1.0)
+VISIBILITY_LARGEST_FILTER = 8.0  # longer wavelengths run this bank on a halved image
 VISIBILITY_ORIENTATIONS = 8
-VISIBILITY_THRESHOLD = 1.0 / 255
-VISIBILITY_MASKING = 0.5
+VISIBILITY_THRESHOLD = 0.5 / 255
+VISIBILITY_MASKING_POWER = 0.5
+VISIBILITY_CROSS_ORIENTATION = 0.5
+VISIBILITY_POOLING = 4.0
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
@@ -118,63 +131,76 @@ def _filter_radius(wavelength: float) -> int:
 
 
 @lru_cache(maxsize=8)
-def _visibility_bank(device: torch.device, dtype: torch.dtype) -> tuple[tuple[torch.Tensor, int], ...]:
-    """Per wavelength: the filter pairs [2 * (n + 1), 1, k, k] and their radius. n quadrature
-    Gabor pairs (even, odd), one per orientation, elongated along their stripes (sigma 0.8
-    wavelength along, 0.4 across), the even one without a DC response; and one isotropic
-    centre-surround pair (a difference of Gaussians of sigma wavelength / 4 and / 2, paired with
-    zeros) for blobs. Each is scaled so a matched pattern of contrast c answers about c / 2."""
-    filters = []
-    for wavelength in VISIBILITY_WAVELENGTHS:
-        along, across = 0.8 * wavelength, 0.4 * wavelength
-        radius = _filter_radius(wavelength)
-        y, x = torch.meshgrid(torch.arange(-radius, radius + 1.0), torch.arange(-radius, radius + 1.0), indexing="ij")
-        pairs = []
-        for index in range(VISIBILITY_ORIENTATIONS):
-            angle = math.pi * index / VISIBILITY_ORIENTATIONS
-            u = x * math.cos(angle) + y * math.sin(angle)  # across the stripes
-            v = -x * math.sin(angle) + y * math.cos(angle)  # along them
-            envelope = torch.exp(-(u ** 2 / (2 * across ** 2) + v ** 2 / (2 * along ** 2)))
-            even = envelope * torch.cos(2 * math.pi * u / wavelength)
-            even = even - envelope * even.sum() / envelope.sum()
-            odd = envelope * torch.sin(2 * math.pi * u / wavelength)
-            pairs += [even / envelope.sum(), odd / envelope.sum()]
-        squared = x ** 2 + y ** 2
-        centre, surround = (torch.exp(-squared / (2 * sigma ** 2)) for sigma in (wavelength / 4, wavelength / 2))
-        blob = centre / centre.sum() - surround / surround.sum()
-        pairs += [blob / (2 * blob.clamp_min(0).sum()), torch.zeros_like(blob)]
-        filters.append((torch.stack(pairs)[:, None].to(device, dtype), radius))
-    return tuple(filters)
+def _visibility_bank(wavelength: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The filter pairs [2 * (n + 1), 1, k, k] of one wavelength: n quadrature Gabor pairs (even,
+    odd), one per orientation, elongated along their stripes (sigma 0.8 wavelength along, 0.4
+    across), the even one without a DC response; and one isotropic centre-surround pair (a
+    difference of Gaussians of sigma wavelength / 4 and / 2, paired with zeros) for blobs. Each
+    is scaled so a matched pattern of contrast c answers about c / 2."""
+    along, across = 0.8 * wavelength, 0.4 * wavelength
+    radius = _filter_radius(wavelength)
+    y, x = torch.meshgrid(torch.arange(-radius, radius + 1.0), torch.arange(-radius, radius + 1.0), indexing="ij")
+    pairs = []
+    for index in range(VISIBILITY_ORIENTATIONS):
+        angle = math.pi * index / VISIBILITY_ORIENTATIONS
+        u = x * math.cos(angle) + y * math.sin(angle)  # across the stripes
+        v = -x * math.sin(angle) + y * math.cos(angle)  # along them
+        envelope = torch.exp(-(u ** 2 / (2 * across ** 2) + v ** 2 / (2 * along ** 2)))
+        even = envelope * torch.cos(2 * math.pi * u / wavelength)
+        even = even - envelope * even.sum() / envelope.sum()
+        odd = envelope * torch.sin(2 * math.pi * u / wavelength)
+        pairs += [even / envelope.sum(), odd / envelope.sum()]
+    squared = x ** 2 + y ** 2
+    centre, surround = (torch.exp(-squared / (2 * sigma ** 2)) for sigma in (wavelength / 4, wavelength / 2))
+    blob = centre / centre.sum() - surround / surround.sum()
+    pairs += [blob / (2 * blob.clamp_min(0).sum()), torch.zeros_like(blob)]
+    return torch.stack(pairs)[:, None].to(device, dtype)
 
 
-def _channel_energy(luma: torch.Tensor) -> torch.Tensor:
-    """[B, 1, H, W] -> [B, channels, H, W]: the energy of every filter pair of the bank."""
+def _channel_energy(luma: torch.Tensor) -> list[torch.Tensor]:
+    """[B, 1, H, W] -> per wavelength [B, orientations + 1, H, W]: the energy of each filter pair.
+    Wavelengths above ``VISIBILITY_LARGEST_FILTER`` run a shorter bank on the luma halved."""
     energies = []
-    for bank, radius in _visibility_bank(luma.device, luma.dtype):
-        response = F.conv2d(F.pad(luma, (radius,) * 4, mode="reflect"), bank)
-        pairs = response.unflatten(1, (-1, 2))
-        energies.append((pairs.pow(2).sum(2) + 1e-20).sqrt())  # eps: a finite gradient at no change
-    return torch.cat(energies, 1)
+    for wavelength in VISIBILITY_WAVELENGTHS:
+        level, bank_wavelength = luma, wavelength
+        while bank_wavelength > VISIBILITY_LARGEST_FILTER:
+            level, bank_wavelength = F.avg_pool2d(level, 2), bank_wavelength / 2
+        radius = _filter_radius(bank_wavelength)
+        bank = _visibility_bank(bank_wavelength, luma.device, luma.dtype)
+        pairs = F.conv2d(F.pad(level, (radius,) * 4, mode="reflect"), bank).unflatten(1, (-1, 2))
+        energy = (pairs.pow(2).sum(2) + 1e-20).sqrt()  # eps: a finite gradient at no change
+        if level is not luma:
+            energy = F.interpolate(energy, size=luma.shape[-2:], mode="bilinear", align_corners=False)
+        energies.append(energy)
+    return energies
 
 
-def visibility(x: torch.Tensor, y: torch.Tensor, fraction: float = WORST_FRACTION) -> torch.Tensor:
+def _visibility_threshold(clean_energy: torch.Tensor, sensitivity: float) -> torch.Tensor:
+    """The contrast a change needs in each channel of one wavelength to show on this clean face."""
+    masking = ((1 - VISIBILITY_CROSS_ORIENTATION) * clean_energy
+               + VISIBILITY_CROSS_ORIENTATION * clean_energy.mean(dim=1, keepdim=True))
+    floor = VISIBILITY_THRESHOLD / sensitivity
+    return floor * (masking / floor).clamp_min(1.0).pow(VISIBILITY_MASKING_POWER)
+
+
+def visibility(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """How visible the brightness change from ``x`` to ``y`` is as structure, ``[B]`` (0: none;
-    differentiable in ``y``); RGB inputs in [0, 1], more than twice the longest filter's radius
-    on each side (the reflect padding needs it)."""
+    about 1: where a change starts to show on a 100-pixel face; differentiable in ``y``). Per
+    pixel the change's energy in the channel where it shows most, over the threshold the clean
+    face sets there; summed over the face by a Minkowski mean. RGB inputs in [0, 1], more than
+    twice the longest filter's radius on each side (the reflect padding needs it)."""
     _check_pair(x, y, "visibility")
     if x.shape[1] != 3:
         raise ValueError(f"visibility: needs RGB images, got {x.shape[1]} channels")
-    if min(x.shape[-2:]) <= 2 * _filter_radius(max(VISIBILITY_WAVELENGTHS)):
+    if min(x.shape[-2:]) <= 4 * _filter_radius(VISIBILITY_LARGEST_FILTER):
         raise ValueError(f"visibility: images too small for the filters, got {tuple(x.shape[-2:])}")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"visibility: fraction must be in (0, 1], got {fraction}")
     clean = kornia.color.rgb_to_grayscale(x)
-    change = _channel_energy(kornia.color.rgb_to_grayscale(y) - clean)
+    changes = _channel_energy(kornia.color.rgb_to_grayscale(y) - clean)
     with torch.no_grad():
-        masking = VISIBILITY_THRESHOLD + VISIBILITY_MASKING * _channel_energy(clean)
-    ratio = (change / masking).amax(dim=1).flatten(1)
-    count = max(1, round(fraction * ratio.shape[1]))
-    return torch.topk(ratio, count, dim=1).values.mean(dim=1)
+        thresholds = [_visibility_threshold(energy, sensitivity)
+                      for energy, sensitivity in zip(_channel_energy(clean), VISIBILITY_SENSITIVITY)]
+    ratio = torch.cat([change / threshold for change, threshold in zip(changes, thresholds)], 1).amax(dim=1)
+    return ratio.flatten(1).pow(VISIBILITY_POOLING).mean(dim=1).pow(1 / VISIBILITY_POOLING)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -47,14 +47,14 @@ QUALITY_COLUMNS = ["ssim_face", "ssim_worst_face", "visibility_face", "lpips_fac
 
 
 BUDGET_LABELS = {"ssim_min": "ssim", "lpips_max": "lpips", "delta_e_max": "de", "ssim_worst_min": "worst",
-                 "visibility_max": "vis"}
+                 "visibility_max": "eye"}  # "eye": the second visibility model (rows "vis": the first, ninth session)
 
 
 def budget_label(ssim_min: float | None = None, lpips_max: float | None = None, delta_e_max: float | None = None,
                  ssim_worst_min: float | None = None, visibility_max: float | None = None) -> str:
     """``None, None`` -> ``unbounded``; ``0.95, 0.05`` -> ``ssim0.95_lpips0.05``; with a colour
     limit of 2.3 -> ``ssim0.95_lpips0.05_de2.3``; a worst-window SSIM floor adds ``_worst0.88``, a
-    visibility limit ``_vis1.2``."""
+    visibility limit ``_eye1``."""
     limits = {"ssim_min": ssim_min, "lpips_max": lpips_max, "delta_e_max": delta_e_max,
               "ssim_worst_min": ssim_worst_min, "visibility_max": visibility_max}
     return "_".join(f"{BUDGET_LABELS[key]}{value:g}" for key, value in limits.items() if value is not None) \
