@@ -163,7 +163,7 @@ def test_visibility_sees_lines_mottling_grain_and_shading_but_not_faint_grain_an
     """The model of the eye (about 1: starts to show): 0 for no change; a line or mottling on flat
     skin scores well above random grain of the same energy, which stays below one level and
     unseen; grain of three levels and a broad dark patch show; the same line along stripes of its
-    own orientation is masked by them; the gradient reaches the changed pixels."""
+    own orientation is masked by them, but not by one crease it deepens; the gradient reaches the changed pixels."""
     generator = torch.Generator().manual_seed(7)
     flat = torch.full((1, 3, 112, 112), 0.6)
     assert visibility(flat, flat)[0] < 1e-6
@@ -183,6 +183,8 @@ def test_visibility_sees_lines_mottling_grain_and_shading_but_not_faint_grain_an
     rows = torch.arange(112.0).view(1, 1, 112, 1).expand(1, 3, 112, 112)
     striped = 0.6 + 0.15 * torch.cos(2 * torch.pi * rows / 8)  # horizontal stripes, period 8 px
     assert visibility(striped, striped + line)[0] < 0.5 * visibility(flat, flat + line)[0]
+    # a single crease is no texture: deepening it shows as much as drawing it on flat skin
+    assert visibility(flat + line, flat + 2 * line)[0] > 0.8 * visibility(flat, flat + line)[0]
     changed = (flat + line).requires_grad_(True)
     visibility(flat, changed).sum().backward()
     assert changed.grad[:, :, 50:62, 20:92].abs().sum() > 0

@@ -24,15 +24,16 @@ given; to score what a user will actually save, quantise both images to 8 bits f
 * :func:`visibility`: how visible a brightness change is as *structure*: its contrast in a bank
   of channels on luma (elongated Gabor filters of wavelength 2, 4, 8 and 16 px in 8
   orientations, and one centre-surround blob filter per wavelength) over the contrast at which it
-  starts to show there (twice as high for the 2 px channel, where the eye is less sensitive). That threshold rises with the clean face's own energy in the channel and across
-  its scale's orientations (contrast masking with a compressive power: a change hides among
-  texture, less along a single crease). The strongest channel per pixel is summed over the face
-  by a Minkowski mean (exponent 4). Elongated filters add up a change that continues along a
-  direction (a line on a cheek, stripes through hair), blob and 16 px filters see mottling and
-  shading on smooth skin, the 2 px channel grain of a few levels; SSIM's 11-pixel windows see
-  neither the line's length nor its direction. 0 for identical images; changes start to show on
-  a 100 px face at about 0.8-1.0 (``experiments/TRADEOFF.md``, tenth session). Colour is left to
-  :func:`delta_e`.
+  starts to show there (twice as high for the 2 px channel, where the eye is less sensitive).
+  That threshold rises with the clean face's texture: its energy at the same scale averaged over
+  orientations, under a compressive power (contrast masking). A change hides among hair or pores,
+  but not when it darkens a single edge such as an eyebrow or deepens a crease. The strongest
+  channel per pixel is summed over the face by a Minkowski mean (exponent 8, between the mean and
+  the maximum). Elongated filters add up a change that continues along a direction (a line on a
+  cheek, stripes through hair), blob and 16 px filters see mottling and shading on smooth skin,
+  the 2 px channel grain of a few levels; SSIM's 11-pixel windows see neither the line's length
+  nor its direction. 0 for identical images; changes start to show on a 100 px face at about 1
+  (``experiments/TRADEOFF.md``, tenth session). Colour is left to :func:`delta_e`.
 * :func:`psnr`: peak signal-to-noise ratio in dB for a peak of 1, ``10 log10(1 / MSE)`` with the
   MSE taken over each image's channels and pixels; ``inf`` for identical images.
 * :func:`linf`: the largest absolute per-pixel, per-channel change, on the [0, 1] scale
@@ -74,20 +75,21 @@ WORST_FRACTION = 0.05  # ssim_worst pools the worst 5 % of its map
 # above 8 px run a shorter bank on the luma at half resolution, so no filter is large), the
 # eye's relative sensitivity at each (lower at 2 px, about 20 cycles per degree at 100 % on a
 # screen at arm's length) and the orientations; the filters' answer at which a change starts to
-# show on flat skin (that of a pattern one 8-bit level in amplitude); how the clean face's own structure raises that threshold (contrast masking, a
-# compressive power of the masking energy, Legge & Foley 1980; the energy is half the channel's
-# own and half its scale's mean over orientations, so a crease masks a change along it less
-# than texture does); and the Minkowski exponent that sums the map over the face (a large
-# faint pattern shows as much as a small strong one, so spreading a change evenly gains little).
-VISIBILITY_MODEL = 2  # bumped whenever visibility's scale changes (cached results keyed by a limit on it)
+# show on flat skin (that of a pattern about 1.4 levels of 8 bits in amplitude, set so that 1 is
+# where a scaled-down `mid` perturbation starts to show on the group photo's 100 px faces); how
+# the clean face's own structure raises that threshold (contrast masking with a compressive
+# power, Legge & Foley 1980, by the energy of the scale's channels averaged over orientations:
+# texture masks a change, a single edge or crease does not mask darkening it); and the
+# Minkowski exponent that sums the map over the face (a large faint pattern shows, and so does a
+# small strong one, such as darker eyebrows).
+VISIBILITY_MODEL = 3  # bumped whenever visibility's scale changes (cached results keyed by a limit on it)
 VISIBILITY_WAVELENGTHS = (2.0, 4.0, 8.0, 16.0)
 VISIBILITY_SENSITIVITY = (0.5, 1.0, 1.0, 1.0)
 VISIBILITY_LARGEST_FILTER = 8.0  # longer wavelengths run this bank on a halved image
 VISIBILITY_ORIENTATIONS = 8
-VISIBILITY_THRESHOLD = 0.5 / 255
+VISIBILITY_THRESHOLD = 0.7 / 255
 VISIBILITY_MASKING_POWER = 0.5
-VISIBILITY_CROSS_ORIENTATION = 0.5
-VISIBILITY_POOLING = 4.0
+VISIBILITY_POOLING = 8.0
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
@@ -177,8 +179,7 @@ def _channel_energy(luma: torch.Tensor) -> list[torch.Tensor]:
 
 def _visibility_threshold(clean_energy: torch.Tensor, sensitivity: float) -> torch.Tensor:
     """The contrast a change needs in each channel of one wavelength to show on this clean face."""
-    masking = ((1 - VISIBILITY_CROSS_ORIENTATION) * clean_energy
-               + VISIBILITY_CROSS_ORIENTATION * clean_energy.mean(dim=1, keepdim=True))
+    masking = clean_energy.mean(dim=1, keepdim=True)
     floor = VISIBILITY_THRESHOLD / sensitivity
     return floor * (masking / floor).clamp_min(1.0).pow(VISIBILITY_MASKING_POWER)
 
