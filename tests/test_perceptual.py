@@ -188,6 +188,9 @@ def test_visibility_sees_lines_mottling_grain_and_shading_but_not_faint_grain_an
     changed = (flat + line).requires_grad_(True)
     visibility(flat, changed).sum().backward()
     assert changed.grad[:, :, 50:62, 20:92].abs().sum() > 0
+    unchanged = flat.clone().requires_grad_(True)  # an attack's first step
+    visibility(flat, unchanged).sum().backward()
+    assert torch.isfinite(unchanged.grad).all()
     with pytest.raises(ValueError, match="too small"):
         visibility(flat[..., :20, :20], flat[..., :20, :20])
 

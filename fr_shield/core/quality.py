@@ -200,8 +200,11 @@ def visibility(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         thresholds = [_visibility_threshold(energy, sensitivity)
                       for energy, sensitivity in zip(_channel_energy(clean), VISIBILITY_SENSITIVITY)]
-    ratio = torch.cat([change / threshold for change, threshold in zip(changes, thresholds)], 1).amax(dim=1)
-    return ratio.flatten(1).pow(VISIBILITY_POOLING).mean(dim=1).pow(1 / VISIBILITY_POOLING)
+    ratio = torch.cat([change / threshold for change, threshold in zip(changes, thresholds)], 1).amax(dim=1).flatten(1)
+    # Divided by its maximum first: a tiny change's ratio ** 8 would underflow to 0, where the
+    # root's gradient is infinite (NaN at an attack's first step, from an unchanged photo).
+    peak = ratio.amax(dim=1, keepdim=True).clamp_min(1e-12)
+    return peak[:, 0] * (ratio / peak).pow(VISIBILITY_POOLING).mean(dim=1).pow(1 / VISIBILITY_POOLING)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
