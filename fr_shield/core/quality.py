@@ -188,8 +188,8 @@ def visibility(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """How visible the brightness change from ``x`` to ``y`` is as structure, ``[B]`` (0: none;
     about 1: where a change starts to show on a 100-pixel face; differentiable in ``y``). Per
     pixel the change's energy in the channel where it shows most, over the threshold the clean
-    face sets there; summed over the face by a Minkowski mean. RGB inputs in [0, 1], more than
-    twice the longest filter's radius on each side (the reflect padding needs it)."""
+    face sets there; summed over the face by a Minkowski mean. RGB inputs in [0, 1], more than 52
+    px on each side (the 16 px channel's reflect padding on the halved image needs it)."""
     _check_pair(x, y, "visibility")
     if x.shape[1] != 3:
         raise ValueError(f"visibility: needs RGB images, got {x.shape[1]} channels")
