@@ -163,7 +163,8 @@ def test_visibility_sees_lines_mottling_grain_and_shading_but_not_faint_grain_an
     """The model of the eye (about 1: starts to show): 0 for no change; a line or mottling on flat
     skin scores well above random grain of the same energy, which stays below one level and
     unseen; grain of three levels and a broad dark patch show; the same line along stripes of its
-    own orientation is masked by them, but not by one crease it deepens; the gradient reaches the changed pixels."""
+    own orientation is masked by them, but not by one crease it deepens; the gradient reaches the
+    changed pixels and stays finite where nothing changed."""
     generator = torch.Generator().manual_seed(7)
     flat = torch.full((1, 3, 112, 112), 0.6)
     assert visibility(flat, flat)[0] < 1e-6

@@ -47,7 +47,7 @@ QUALITY_COLUMNS = ["ssim_face", "ssim_worst_face", "visibility_face", "lpips_fac
 
 
 BUDGET_LABELS = {"ssim_min": "ssim", "lpips_max": "lpips", "delta_e_max": "de", "ssim_worst_min": "worst",
-                 "visibility_max": "eye"}  # "eye": the second visibility model (rows "vis": the first, ninth session)
+                 "visibility_max": "eye"}  # heldout.csv: "eye" the current model of the eye, "vis" the first
 
 
 def budget_label(ssim_min: float | None = None, lpips_max: float | None = None, delta_e_max: float | None = None,
