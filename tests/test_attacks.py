@@ -373,3 +373,22 @@ def test_skip_gradient_scales_residual_branches_only_while_attacking():
     assert torch.equal(one, two) and not torch.equal(one, plain(image, [[FACE]]).protected)
     with pytest.raises(ConfigError, match="skip_gamma"):
         compose_attack("ours", ["attack.skip_gamma=1.5"])
+
+
+def test_an_attack_that_cannot_leave_the_clean_photo_is_refused():
+    """With no start noise and only the unblurred view, every term of the objective is a distance
+    from the clean photo's own embedding: its gradient there is 0 and the photo never changes.
+    The config says so instead of returning the photo untouched; start noise (or a blur branch)
+    makes the same attack move."""
+    from fr_shield.attacks.config import compose_attack
+    from fr_shield.attacks.registry import build_attack
+    from fr_shield.core.errors import ConfigError
+
+    identity_only = ["attack.steps=3", "attack.alpha=0", "attack.branches=[{kind:identity,kernel_size:1}]"]
+    with pytest.raises(ConfigError, match="init_noise"):
+        compose_attack("ours", [*identity_only, "attack.init_noise=0"])
+    compose_attack("ours", ["attack.init_noise=0"])  # blur branches: a gradient at the clean photo
+    compose_attack("ours", [*identity_only, "attack.init_noise=0", "attack.feature_dropout=0.1"])
+    image = photo()
+    moved = build_attack(compose_attack("ours", [*identity_only, "attack.init_noise=0.005"]), surrogates=[TinyFR(0)])
+    assert not torch.equal(moved(image, [[FACE]]).protected, image)

@@ -149,6 +149,10 @@ class AttackConfig:
             if self.stop_margin is not None:
                 raise ConfigError("surrogates_per_step and stop_margin do not go together: early stop needs "
                                   "every surrogate's margin each step")
+        if self.init_noise == 0 and self.name != "none" and not self.moves_from_clean:  # none: no attack runs
+            raise ConfigError("this attack cannot leave the clean photo: with init_noise 0 and only the identity "
+                              "branch, its objective (a distance from the clean embedding) has no gradient there; "
+                              "set init_noise > 0 (e.g. 0.005) or add a blur branch")
         if self.shading_sigma is not None and self.shading_sigma <= 0:
             raise ConfigError(f"shading_sigma is a Gaussian's width in pixels (> 0), got {self.shading_sigma}")
         if self.texture_floor is not None and (self.mask is None or not 0.0 < self.texture_floor <= 1.0):
@@ -170,6 +174,15 @@ class AttackConfig:
                                   f"face), got {self.jnd_scale} with mask {self.mask}")
             if self.texture_floor is not None:
                 raise ConfigError("jnd_scale and texture_floor both shape the bound: set one (the other null)")
+
+    @property
+    def moves_from_clean(self) -> bool:
+        """Whether the objective has a gradient at the clean photo itself: a blurred view, a
+        sampled transform, dropout or input diversity makes the surrogate see something else than
+        the clean embedding was taken from, and an anchor pulls toward another face. Otherwise
+        every term is a distance from the clean photo's own embedding or features, flat there."""
+        return (any(branch.kind != "identity" for branch in self.branches) or self.eot is not None
+                or bool(self.feature_dropout) or bool(self.input_diversity) or self.anchor_pool is not None)
 
     @property
     def has_budget(self) -> bool:
