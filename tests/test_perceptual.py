@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 
+import kornia
 import pytest
 import torch
 
+from fr_shield.core import quality
 from fr_shield.core.errors import WeightError
 from fr_shield.core.imageio import load_rgb
 from fr_shield.core.perceptual import STLPIPS, stlpips
-from fr_shield.core.quality import linf, psnr, ssim, ssim_worst, visibility
+from fr_shield.core.quality import delta_e, linf, psnr, ssim, ssim_worst, visibility
 
 BACKBONES = ["alex", "vgg"]
 NOISE_LEVELS = [0.0, 2 / 255, 8 / 255, 16 / 255]
@@ -194,6 +196,26 @@ def test_visibility_sees_lines_mottling_grain_and_shading_but_not_faint_grain_an
     assert torch.isfinite(unchanged.grad).all()
     with pytest.raises(ValueError, match="too small"):
         visibility(flat[..., :20, :20], flat[..., :20, :20])
+
+
+def test_visibility_sees_a_colour_patch_but_not_fine_colour_grain_or_brightness_alone(monkeypatch):
+    """The colour channel: a pink patch that keeps the brightness (R up, G down) shows, while the
+    brightness channels read nothing of it; colour grain of the same per-pixel Delta E is averaged
+    out by the eye's low-pass colour vision; a brightness-only change reads as before."""
+    generator = torch.Generator().manual_seed(3)
+    skin = torch.tensor([0.80, 0.60, 0.50]).view(1, 3, 1, 1).expand(1, 3, 112, 112).clone()
+    y, x = torch.meshgrid(torch.arange(112.0), torch.arange(112.0), indexing="ij")
+    blob = torch.exp(-((y - 50) ** 2 + (x - 60) ** 2) / (2 * 6.0 ** 2))
+    pink = torch.stack([blob, -blob * 0.299 / 0.587, torch.zeros_like(blob)])[None] * (5 / 255)  # luma unchanged
+    assert kornia.color.rgb_to_grayscale(skin + pink).sub(kornia.color.rgb_to_grayscale(skin)).abs().max() < 1e-6
+    assert visibility(skin, skin + pink)[0] > 1.0
+    grain = torch.randn(1, 1, 112, 112, generator=generator)
+    colour_grain = torch.cat([grain, -grain * 0.299 / 0.587, torch.zeros_like(grain)], 1) * (4 / 255)
+    per_pixel = lambda a, b: float(delta_e(a, b)[0][0])  # noqa: E731
+    assert per_pixel(skin, skin + colour_grain) > per_pixel(skin, skin + pink)  # more Delta E, yet unseen
+    assert visibility(skin, skin + colour_grain)[0] < 0.8
+    monkeypatch.setattr(quality, "VISIBILITY_CHROMA_THRESHOLD", float("inf"))
+    assert visibility(skin, skin + pink)[0] < 0.3  # the brightness channels alone (model 3) miss it
 
 
 def test_quality_rejects_mismatched_or_tiny_inputs():

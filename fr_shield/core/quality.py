@@ -33,7 +33,10 @@ given; to score what a user will actually save, quantise both images to 8 bits f
   cheek, stripes through hair), blob and 16 px filters see mottling and shading on smooth skin,
   the 2 px channel grain of a few levels; SSIM's 11-pixel windows see neither the line's length
   nor its direction. 0 for identical images; changes start to show on a 100 px face at about 1
-  (``experiments/TRADEOFF.md``, tenth session). Colour is left to :func:`delta_e`.
+  (``experiments/TRADEOFF.md``, tenth session). One more channel sees colour: the change of
+  CIELAB a*, b* through the eye's low-pass colour vision (a Gaussian of 2 px), over 1 Delta E.
+  Fine colour grain averages out there; the pink or cyan patches an optimiser paints when only
+  brightness is watched do not (eleventh session).
 * :func:`psnr`: peak signal-to-noise ratio in dB for a peak of 1, ``10 log10(1 / MSE)`` with the
   MSE taken over each image's channels and pixels; ``inf`` for identical images.
 * :func:`linf`: the largest absolute per-pixel, per-channel change, on the [0, 1] scale
@@ -82,7 +85,7 @@ WORST_FRACTION = 0.05  # ssim_worst pools the worst 5 % of its map
 # texture masks a change, a single edge or crease does not mask darkening it); and the
 # Minkowski exponent that sums the map over the face (a large faint pattern shows, and so does a
 # small strong one, such as darker eyebrows).
-VISIBILITY_MODEL = 3  # bumped whenever visibility's scale changes (cached results keyed by a limit on it)
+VISIBILITY_MODEL = 4  # bumped whenever visibility's scale changes (cached results keyed by a limit on it)
 VISIBILITY_WAVELENGTHS = (2.0, 4.0, 8.0, 16.0)
 VISIBILITY_SENSITIVITY = (0.5, 1.0, 1.0, 1.0)
 VISIBILITY_LARGEST_FILTER = 8.0  # longer wavelengths run this bank on a halved image
@@ -90,6 +93,13 @@ VISIBILITY_ORIENTATIONS = 8
 VISIBILITY_THRESHOLD = 0.7 / 255
 VISIBILITY_MASKING_POWER = 0.5
 VISIBILITY_POOLING = 8.0
+# Colour: the eye's colour channels are low-pass (it resolves far less detail in colour than in
+# brightness, the reason JPEG halves chroma), so a colour change is seen through a Gaussian of
+# this many pixels (on the 112 px crop, as S-CIELAB blurs before Delta E); the smoothed change
+# of CIELAB a*, b* starts to show at this Delta E (set by eye: a coloured perturbation scaled to
+# read 0.6 looks unchanged, to 1.2-1.3 faintly pinker skin on one face of three, side by side).
+VISIBILITY_CHROMA_SIGMA = 2.0
+VISIBILITY_CHROMA_THRESHOLD = 1.0
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
@@ -184,11 +194,22 @@ def _visibility_threshold(clean_energy: torch.Tensor, sensitivity: float) -> tor
     return floor * (masking / floor).clamp_min(1.0).pow(VISIBILITY_MASKING_POWER)
 
 
+def _chroma_change(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W]: the colour change (CIELAB a*, b*; Delta E units) as the eye's low-pass
+    colour channels see it. Brightness is the luma channels' part."""
+    sigma = VISIBILITY_CHROMA_SIGMA
+    size = 2 * math.ceil(3 * sigma) + 1
+    change = (kornia.color.rgb_to_lab(y) - kornia.color.rgb_to_lab(x))[:, 1:]
+    smoothed = kornia.filters.gaussian_blur2d(change, (size, size), (sigma, sigma), border_type="reflect")
+    return (smoothed.pow(2).sum(1, keepdim=True) + 1e-20).sqrt()  # eps: a finite gradient at no change
+
+
 def visibility(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """How visible the brightness change from ``x`` to ``y`` is as structure, ``[B]`` (0: none;
+    """How visible the change from ``x`` to ``y`` is as structure or colour, ``[B]`` (0: none;
     about 1: where a change starts to show on a 100-pixel face; differentiable in ``y``). Per
-    pixel the change's energy in the channel where it shows most, over the threshold the clean
-    face sets there; summed over the face by a Minkowski mean. RGB inputs in [0, 1], more than 52
+    pixel the change's energy in the channel where it shows most (brightness over the threshold
+    the clean face sets there, or smoothed colour over its own); summed over the face by a
+    Minkowski mean. RGB inputs in [0, 1], more than 52
     px on each side (the 16 px channel's reflect padding on the halved image needs it)."""
     _check_pair(x, y, "visibility")
     if x.shape[1] != 3:
@@ -200,7 +221,9 @@ def visibility(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         thresholds = [_visibility_threshold(energy, sensitivity)
                       for energy, sensitivity in zip(_channel_energy(clean), VISIBILITY_SENSITIVITY)]
-    ratio = torch.cat([change / threshold for change, threshold in zip(changes, thresholds)], 1).amax(dim=1).flatten(1)
+    ratios = [change / threshold for change, threshold in zip(changes, thresholds)]
+    ratios.append(_chroma_change(x, y) / VISIBILITY_CHROMA_THRESHOLD)
+    ratio = torch.cat(ratios, 1).amax(dim=1).flatten(1)
     # Divided by its maximum first: a tiny change's ratio ** 8 would underflow to 0, where the
     # root's gradient is infinite (NaN at an attack's first step, from an unchanged photo).
     peak = ratio.amax(dim=1, keepdim=True).clamp_min(1e-12)
