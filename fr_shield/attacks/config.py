@@ -105,10 +105,10 @@ class AttackConfig:
     # SSIM of each face crop over its worst 5 % of windows (fr_shield.core.quality.ssim_worst): the
     # mean SSIM lets a few drawn lines or dark patches on flat skin through; the worst windows do not.
     ssim_worst_min: float | None = None
-    # How visible each face crop's brightness change is as structure (fr_shield.core.quality.visibility:
-    # oriented and blob contrast over the face's own texture, summed over the face); lines, shading,
-    # mottling and darker eyebrows that SSIM, ST-LPIPS and Delta E let through raise it. Changes
-    # start to show on a 100 px face at about 1.
+    # How visible each face crop's change is as structure or colour (fr_shield.core.quality.visibility:
+    # oriented and blob contrast over the face's own texture, and colour patches, summed over the
+    # face); lines, shading, mottling, darker eyebrows and pink or cyan patches that SSIM, ST-LPIPS
+    # and a mean Delta E let through raise it. Changes start to show on a 100 px face at about 1.
     visibility_max: float | None = None
     # Also steer toward the budget during the optimisation (an adaptive per-image penalty on each
     # face's excess) instead of only scaling the finished perturbation down afterwards.

@@ -21,7 +21,7 @@ given; to score what a user will actually save, quantise both images to 8 bits f
   flat skin, plainly seen, while the rest of the face keeps it high; percentile pooling
   (Moorthy and Bovik, "Visual importance pooling for image quality assessment", IEEE JSTSP 2009)
   follows where the eye looks, at the worst of the picture. 1 for identical images.
-* :func:`visibility`: how visible a brightness change is as *structure*: its contrast in a bank
+* :func:`visibility`: how visible a change is as *structure* (or colour): its contrast in a bank
   of channels on luma (elongated Gabor filters of wavelength 2, 4, 8 and 16 px in 8
   orientations, and one centre-surround blob filter per wavelength) over the contrast at which it
   starts to show there (twice as high for the 2 px channel, where the eye is less sensitive).
