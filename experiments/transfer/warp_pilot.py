@@ -10,10 +10,12 @@ of the surrogates, the objective of ``ours`` without branches, penalty or budget
 
 Measured on LFW photos the surrogates never saw: ``--people`` identities with at least 4 photos,
 drawn with ``--seed``; the first photo is protected, up to three others are the references.
-Reported per setting: the face's SSIM and mean Delta E (the 112 x 112 ArcFace crop, as saved: 8 bits), and for
+Reported per setting: the face's SSIM, mean Delta E and visibility (model of the eye; the 112 x 112 ArcFace
+crop, as saved: 8 bits), and for
 each held-out model (never a surrogate) the fraction of (protected, reference) pairs it still
 matches at its threshold and their mean similarity. A pilot, not the leave-one-out protocol of
-``experiment=transfer``: verification against the same person's other photos, no distractors.
+``experiment=transfer``: verification against the same person's other photos, no distractors. A surrogate may also be listed in
+``--held-out`` to read its white-box number (the eleventh session: ``--surrogates sface``).
 
     python experiments/transfer/warp_pilot.py --out runs/warp_pilot
 """
@@ -34,7 +36,7 @@ from fr_shield.core.align import FACE_CROP, align_faces
 from fr_shield.core.detect import FaceDetector, central_face
 from fr_shield.core.imageio import load_rgb, to_uint8
 from fr_shield.core.paths import data_root
-from fr_shield.core.quality import delta_e, ssim
+from fr_shield.core.quality import delta_e, ssim, visibility
 from fr_shield.core.regions import soft_mask
 from fr_shield.models import create
 from fr_shield.models.spec import pair_similarity
@@ -43,8 +45,9 @@ SURROGATES = "dlib_resnet,facenet_casia,mobilefacenet_fp,mobilefacenet_expo"
 HELD_OUT = "sface,onnx:{m}/mfn_arcface_ms1m.onnx,onnx:{m}/mfn_mxnet_b.onnx,onnx:{m}/mfn_relu6.onnx"
 # name: (additive L-infinity, warp bound in photo pixels)
 SETTINGS = {
+    "add2": (2 / 255, 0.0), "add3": (3 / 255, 0.0),
     "add4": (4 / 255, 0.0), "add5": (5 / 255, 0.0), "add6": (6 / 255, 0.0),
-    "warp0.5": (0.0, 0.5), "warp1": (0.0, 1.0), "warp2": (0.0, 2.0),
+    "warp0.5": (0.0, 0.5), "warp1": (0.0, 1.0), "warp1.5": (0.0, 1.5), "warp2": (0.0, 2.0),
     "add3+warp0.5": (3 / 255, 0.5), "add2+warp1": (2 / 255, 1.0), "add4+warp1": (4 / 255, 1.0),
 }
 
@@ -127,8 +130,10 @@ class Pilot:
     def evaluate(self, images: torch.Tensor) -> dict:
         clean_crops = torch.cat([align_faces(self.clean[i], f, FACE_CROP) for i, f in enumerate(self.faces)])
         crops = torch.cat([align_faces(images[i], f, FACE_CROP) for i, f in enumerate(self.faces)])
+        seen = visibility(clean_crops, crops)
         row = {"ssim_face": float(ssim(clean_crops, crops).mean()),
-               "delta_e_face": float(delta_e(clean_crops, crops)[0].mean())}
+               "delta_e_face": float(delta_e(clean_crops, crops)[0].mean()),
+               "visibility_face": float(seen.mean()), "visibility_face_max": float(seen.max())}
         for model in self.held_out:
             embeddings = model(self.crops(images, model))
             similarity = [pair_similarity(embeddings[i:i + 1], refs, model.spec)
