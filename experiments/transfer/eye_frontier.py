@@ -26,9 +26,12 @@ HERE = Path(__file__).resolve().parent
 CACHE = Path.home() / ".cache/fr_shield/protected"
 ORIGINALS = HERE.parents[1] / "../shared/data/glint24-aligned"
 # Cache folders whose visibility limit was set under an earlier model of the eye (their rows in
-# heldout.csv carry that model's label): the second model's two runs, and the first model's runs
-# (label "vis") are recognised by having no newer label in heldout.csv.
-MODEL_2 = {"89398c71f828-budget", "7b7f5d174e58-budget"}
+# heldout.csv carry that model's label): the second model's two runs, the third model's two runs
+# in colour (model 4 added the colour channel; on brightness-only changes it reads as model 3, so
+# those keep the plain label), and the first model's runs (label "vis"), recognised by having no
+# newer label in heldout.csv.
+EARLIER_MODEL = {"89398c71f828-budget": "_m2", "7b7f5d174e58-budget": "_m2",
+                 "d54ee3b9aafb-budget": "_m3", "95a0fc58923c-budget": "_m3"}
 
 
 def _image(path: Path) -> torch.Tensor:
@@ -49,7 +52,10 @@ def main() -> None:
             continue
         label = budget_label(*(attack.get(key) for key in ("ssim_min", "lpips_max", "delta_e_max", "ssim_worst_min",
                                                             "visibility_max")))
-        labels = [label + "_m2"] if folder.name in MODEL_2 else [label, label.replace("_eye", "_vis")]
+        if folder.name in EARLIER_MODEL:
+            labels = [label + EARLIER_MODEL[folder.name]]
+        else:
+            labels = [label, label.replace("_eye", "_vis")]
         found = [heldout[(heldout.attack == attack["name"]) & (heldout.budget == name)] for name in labels]
         found = [(name, rows_) for name, rows_ in zip(labels, found) if not rows_.empty]
         if not found:
