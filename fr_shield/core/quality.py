@@ -209,8 +209,8 @@ def visibility(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     about 1: where a change starts to show on a 100-pixel face; differentiable in ``y``). Per
     pixel the change's energy in the channel where it shows most (brightness over the threshold
     the clean face sets there, or smoothed colour over its own); summed over the face by a
-    Minkowski mean. RGB inputs in [0, 1], more than 52
-    px on each side (the 16 px channel's reflect padding on the halved image needs it)."""
+    Minkowski mean. RGB inputs in [0, 1], more than 52 px on each side (the 16 px channel's
+    reflect padding on the halved image needs it)."""
     _check_pair(x, y, "visibility")
     if x.shape[1] != 3:
         raise ValueError(f"visibility: needs RGB images, got {x.shape[1]} channels")
